@@ -1,0 +1,15 @@
+/** @jest-config-loader-options {"transpileOnly": true} */
+import type { Config } from 'jest';
+
+// Type checking is its own step (`npm run typecheck`); ts-jest only transpiles.
+const config: Config = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  // e2e tests start real managers and processes; run files in parallel but not too wide on 2 cores.
+  maxWorkers: 2,
+  testTimeout: 30000,
+};
+
+export default config;

@@ -1,0 +1,152 @@
+// The statechart of one node: a protocol process the manager started.
+//
+//   spawning.launching --process.started--> spawning.started --connect--> running
+//   any live state --process.exited--> killed        (exit observed, never merely signalled)
+//   spawning.started / running --stop--> stopping --process.exited--> killed
+//   spawning.launching --process.failed--> failed    (the OS refused to start it)
+//
+// The process itself is the invoked actor `process`, supplied from src/ (see
+// src/launcher.ts). This chart only decides; it performs no I/O and keeps no timers.
+
+import { assertEvent, assign, fromCallback, sendParent, sendTo, setup } from 'xstate';
+
+/** What the manager passes to each node it spawns. */
+export interface NodeInput {
+  index: number;
+  generation: number;
+  /** `host:port` of the controller, the node's first extra argument. */
+  interface: string;
+  /** Address the manager is bound to, the node's second extra argument. */
+  machineIp: string;
+}
+
+export type NodePhase = 'launching' | 'spawning' | 'running' | 'stopping' | 'killed' | 'failed';
+
+/** The manager's view of one node; sent to the parent on every change. */
+export interface NodeView {
+  index: number;
+  generation: number;
+  phase: NodePhase;
+  pid: number | null;
+  startedAt: number | null;
+  connectedAt: number | null;
+  nodeId?: unknown;
+  exitCode: number | null;
+  signal: string | null;
+  /** Why the OS would not start it (phase `failed`): an errno name and message. */
+  failure: { code: string; message: string } | null;
+}
+
+/** Events the process actor sends back to its node. */
+export type ProcessEvent =
+  | { type: 'process.started'; pid: number; at: number }
+  | { type: 'process.failed'; code: string; message: string }
+  | { type: 'process.exited'; exitCode: number | null; signal: string | null };
+
+/** Events the manager sends to a node. */
+export type NodeCommand = { type: 'connect'; at: number; nodeId?: unknown } | { type: 'stop' };
+
+export type NodeEvent = ProcessEvent | NodeCommand;
+
+/** What a node tells its parent. */
+export interface NodeUpdate { type: 'node.update'; view: NodeView }
+
+/** Event the node sends to its process actor to have it terminated. */
+export interface ProcessStop { type: 'stop' }
+
+/** The node's own memory; the phase is its state. */
+export interface NodeContext {
+  input: NodeInput;
+  pid: number | null;
+  startedAt: number | null;
+  connectedAt: number | null;
+  nodeId?: unknown;
+  exitCode: number | null;
+  signal: string | null;
+  failure: { code: string; message: string } | null;
+}
+
+function viewOf(context: NodeContext, phase: NodePhase): NodeView {
+  const { input, ...rest } = context;
+  return { index: input.index, generation: input.generation, phase, ...rest };
+}
+
+export const nodeMachine = setup({
+  types: {
+    context: {} as NodeContext,
+    input: {} as NodeInput,
+    events: {} as NodeEvent,
+  },
+  actors: {
+    // Placeholder: src/launcher.ts provides the real process.
+    process: fromCallback<ProcessStop, NodeInput>(() => undefined),
+  },
+  actions: {
+    report: sendParent(({ context }, phase: NodePhase): NodeUpdate => ({ type: 'node.update', view: viewOf(context, phase) })),
+    stopProcess: sendTo('process', { type: 'stop' }),
+    recordExit: assign(({ event }) => {
+      assertEvent(event, 'process.exited');
+      return { exitCode: event.exitCode, signal: event.signal };
+    }),
+  },
+}).createMachine({
+  id: 'node',
+  context: ({ input }) => ({
+    input,
+    pid: null,
+    startedAt: null,
+    connectedAt: null,
+    exitCode: null,
+    signal: null,
+    failure: null,
+  }),
+  invoke: { id: 'process', src: 'process', input: ({ context }) => context.input },
+  initial: 'spawning',
+  states: {
+    spawning: {
+      initial: 'launching',
+      on: { 'process.exited': { target: 'killed', actions: 'recordExit' } },
+      states: {
+        launching: {
+          on: {
+            'process.started': {
+              target: 'started',
+              actions: assign(({ event }) => ({ pid: event.pid, startedAt: event.at })),
+            },
+            'process.failed': {
+              target: '#node.failed',
+              actions: assign(({ event }) => ({ failure: { code: event.code, message: event.message } })),
+            },
+            // Not yet started: the process actor cancels the launch and answers process.failed.
+            stop: { actions: 'stopProcess' },
+          },
+        },
+        started: {
+          entry: { type: 'report', params: 'spawning' },
+          on: {
+            connect: {
+              target: '#node.running',
+              actions: assign(({ event }) => ({ connectedAt: event.at, nodeId: event.nodeId })),
+            },
+            stop: '#node.stopping',
+          },
+        },
+      },
+    },
+    running: {
+      entry: { type: 'report', params: 'running' },
+      on: {
+        'process.exited': { target: 'killed', actions: 'recordExit' },
+        // A repeated connect refreshes the node's self-chosen id but is otherwise a no-op.
+        connect: { actions: assign(({ event }) => ({ nodeId: event.nodeId })) },
+        stop: 'stopping',
+      },
+    },
+    stopping: {
+      entry: ['stopProcess', { type: 'report', params: 'stopping' }],
+      on: { 'process.exited': { target: 'killed', actions: 'recordExit' } },
+    },
+    killed: { type: 'final', entry: { type: 'report', params: 'killed' } },
+    failed: { type: 'final', entry: { type: 'report', params: 'failed' } },
+  },
+});

@@ -1,0 +1,74 @@
+// Shared test fixtures: a real manager process on a free port, and OS checks.
+
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(__dirname, '..');
+export const CLI = path.join(ROOT, 'dist/src/cli.js');
+export const EXAMPLE_NODE = path.join(ROOT, 'dist/example/node.js');
+
+export interface RunningManager {
+  host: string;
+  port: number;
+  address: string;
+  proc: ChildProcess;
+  logDir: string;
+  /** Everything the manager wrote to stderr so far (its console log). */
+  stderr: () => string;
+  /** SIGTERM, then resolve with the exit code (SIGKILL after `timeoutMs`). */
+  stop: (timeoutMs?: number) => Promise<number | null>;
+}
+
+export function tmpDir(prefix = 'herd-test-'): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Starts `herd manager --port 0` (plus `args`) and waits for its `listening` line. */
+export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningManager> {
+  const logDir = args.includes('--log-dir') ? args[args.indexOf('--log-dir') + 1] : tmpDir();
+  const fullArgs = [CLI, 'manager', '--host', '127.0.0.1', '--port', '0', ...(args.includes('--log-dir') ? [] : ['--log-dir', logDir]), ...args];
+  const proc = spawn(process.execPath, fullArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      stdout += d;
+      const m = /^listening (\S+):(\d+)$/m.exec(stdout);
+      if (!m) return;
+      proc.stdout!.off('data', onData);
+      const host = m[1].replace(/^\[|\]$/g, '');
+      const port = Number(m[2]);
+      resolve({
+        host,
+        port,
+        address: `${m[1]}:${port}`,
+        proc,
+        logDir,
+        stderr: () => stderr,
+        stop: async (timeoutMs = 10000) => {
+          if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+          proc.kill('SIGTERM');
+          const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+          const code = await exited;
+          clearTimeout(timer);
+          return code;
+        },
+      });
+    };
+    proc.stdout!.on('data', onData);
+    exited.then((code) => reject(new Error(`manager exited with ${code} before listening:\n${stderr}`)));
+  });
+}
+
+/** Polls `check` every 20 ms until it is true or `timeoutMs` passes. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
