@@ -1,0 +1,186 @@
+// The process launcher: starts node processes and kills their process groups.
+//
+// Each node runs directly (no shell), in its own process group (detached), with
+// stdout and stderr appended to its own file, so a chatty node never blocks on a
+// pipe the manager does not read. Spawning is synchronous in Node (~1 ms of
+// event-loop time per child), so launches are queued and started in batches with
+// a yield in between: status requests and node connects are served meanwhile.
+//
+// `processLogic` is the XState actor that machines/node.ts invokes as `process`.
+
+import { ChildProcess, spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import path from 'node:path';
+import { fromCallback } from 'xstate';
+import type { NodeInput, ProcessEvent, ProcessStop } from '../machines/node';
+import type { Logger } from './logger';
+
+export interface LauncherOptions {
+  command: string;
+  args: string[];
+  /** Environment every node inherits (the manager's own, plus HERD_MANAGER / HERD_TOKEN). */
+  env: NodeJS.ProcessEnv;
+  logDir: string;
+  killGraceMs: number;
+  logger: Logger;
+  batchSize?: number;
+}
+
+interface Launch {
+  input: NodeInput;
+  report: (event: ProcessEvent) => void;
+  child: ChildProcess | null;
+  pid: number | null;
+  exited: boolean;
+  cancelled: boolean;
+  graceTimer: NodeJS.Timeout | null;
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (err) {
+    // ESRCH: the group is already empty. Anything else (EPERM) cannot be ours.
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+export class Launcher {
+  private readonly queue: Launch[] = [];
+  /** Started and not yet reaped, by pid: the only pids this manager ever signals. */
+  private readonly live = new Map<number, Launch>();
+  private draining = false;
+  private readonly batchSize: number;
+  private readonly madeDirs = new Set<string>();
+
+  constructor(private readonly opts: LauncherOptions) {
+    this.batchSize = opts.batchSize ?? 25;
+  }
+
+  /** The actor logic for machines/node.ts `process`. */
+  readonly processLogic = fromCallback<ProcessStop, NodeInput>(({ input, sendBack, receive }) => {
+    const launch: Launch = { input, report: sendBack, child: null, pid: null, exited: false, cancelled: false, graceTimer: null };
+    this.enqueue(launch);
+    receive(() => this.stop(launch));
+    // The actor is stopped when its node is dropped, or when the manager shuts down.
+    return () => this.dispose(launch);
+  });
+
+  /** Pids of the nodes started and not yet reaped. */
+  livePids(): number[] {
+    return [...this.live.keys()];
+  }
+
+  /** SIGKILL every live group at once (crash recovery, forced shutdown). Synchronous. */
+  killAll(): number {
+    for (const launch of this.live.values()) signalGroup(launch.pid!, 'SIGKILL');
+    for (const launch of this.queue) launch.cancelled = true;
+    this.queue.length = 0;
+    return this.live.size;
+  }
+
+  private enqueue(launch: Launch): void {
+    this.queue.push(launch);
+    if (!this.draining) {
+      this.draining = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private drain(): void {
+    for (let i = 0; i < this.batchSize && this.queue.length > 0; i++) {
+      const launch = this.queue.shift()!;
+      if (!launch.cancelled) this.start(launch);
+    }
+    if (this.queue.length > 0) setImmediate(() => this.drain());
+    else this.draining = false;
+  }
+
+  private logFile(input: NodeInput): string {
+    const dir = path.join(this.opts.logDir, 'nodes', `gen-${input.generation}`);
+    if (!this.madeDirs.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      this.madeDirs.add(dir);
+    }
+    return path.join(dir, `node-${input.index}.log`);
+  }
+
+  private start(launch: Launch): void {
+    const { input } = launch;
+    let fd: number | null = null;
+    let child: ChildProcess;
+    try {
+      fd = openSync(this.logFile(input), 'a');
+      child = spawn(this.opts.command, [...this.opts.args, input.interface, input.machineIp], {
+        detached: true,
+        stdio: ['ignore', fd, fd],
+        env: { ...this.opts.env, HERD_INDEX: String(input.index), HERD_GENERATION: String(input.generation) },
+      });
+    } catch (err) {
+      this.fail(launch, err as NodeJS.ErrnoException);
+      return;
+    } finally {
+      // The child holds its own copy of the descriptor.
+      if (fd !== null) closeSync(fd);
+    }
+    launch.child = child;
+    // Spawn errors (ENOENT, EACCES, EAGAIN, EMFILE) arrive as 'error' events; without
+    // a listener they would crash the manager.
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      if (launch.pid === null) this.fail(launch, err);
+      else this.opts.logger.warn(`node ${input.index} (pid ${launch.pid}): ${err.message}`);
+    });
+    if (child.pid === undefined) return; // the 'error' event follows
+    launch.pid = child.pid;
+    this.live.set(child.pid, launch);
+    child.on('exit', (code, signal) => this.exited(launch, code, signal));
+    launch.report({ type: 'process.started', pid: child.pid, at: Date.now() });
+  }
+
+  private fail(launch: Launch, err: NodeJS.ErrnoException): void {
+    launch.exited = true;
+    const code = err.code ?? 'EUNKNOWN';
+    this.opts.logger.error(`node ${launch.input.index} could not be started: ${err.message}`);
+    launch.report({ type: 'process.failed', code, message: err.message });
+  }
+
+  private exited(launch: Launch, code: number | null, signal: NodeJS.Signals | null): void {
+    const pid = launch.pid!;
+    // The leader is reaped; whatever it left in its group dies with it.
+    signalGroup(pid, 'SIGKILL');
+    launch.exited = true;
+    if (launch.graceTimer) clearTimeout(launch.graceTimer);
+    this.live.delete(pid);
+    launch.report({ type: 'process.exited', exitCode: code, signal });
+  }
+
+  /** SIGTERM to the group, SIGKILL after the grace period. */
+  private stop(launch: Launch): void {
+    if (launch.exited || launch.cancelled) return;
+    if (launch.pid === null) {
+      // Still queued: withdraw it.
+      launch.cancelled = true;
+      const i = this.queue.indexOf(launch);
+      if (i >= 0) this.queue.splice(i, 1);
+      launch.report({ type: 'process.failed', code: 'ECANCELED', message: 'launch cancelled before it started' });
+      return;
+    }
+    if (launch.graceTimer) return;
+    signalGroup(launch.pid, 'SIGTERM');
+    launch.graceTimer = setTimeout(() => {
+      if (!launch.exited) {
+        this.opts.logger.warn(`node ${launch.input.index} (pid ${launch.pid}) ignored SIGTERM for ${this.opts.killGraceMs} ms; sending SIGKILL`);
+        signalGroup(launch.pid!, 'SIGKILL');
+      }
+    }, this.opts.killGraceMs);
+  }
+
+  private dispose(launch: Launch): void {
+    launch.cancelled = true;
+    if (launch.graceTimer) clearTimeout(launch.graceTimer);
+    if (launch.pid !== null && !launch.exited) {
+      // Normally unreachable (nodes are dropped only once reaped): a last resort.
+      signalGroup(launch.pid, 'SIGKILL');
+    }
+  }
+}

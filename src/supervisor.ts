@@ -1,0 +1,102 @@
+// The supervisor: runs the manager statechart with real effects, turns its
+// emitted replies into resolved promises, and recovers if the chart itself fails.
+//
+// XState v5 leaves a parent that errors in error status without stopping its
+// spawned children, whose processes would then be orphaned. So an error here is
+// caught at the boundary: logged with its stack, every node group is SIGKILLed
+// through the launcher, every pending request is answered INTERNAL, and a fresh
+// manager actor continues from the same generation number.
+
+import { EventEmitter } from 'node:events';
+import { createActor } from 'xstate';
+import { liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf } from '../machines/manager';
+import { nodeMachine } from '../machines/node';
+import type { Launcher } from './launcher';
+import type { Logger } from './logger';
+import type { ManagerEvent, StatusResult } from './protocol';
+
+type Machine = typeof managerMachine;
+
+/** A manager event that expects a reply, minus the reply key the supervisor assigns. */
+type Request = ManagerMachineEvent extends infer E ? (E extends { to: string } ? Omit<E, 'to'> : never) : never;
+
+export interface SupervisorOptions {
+  launcher: Launcher;
+  logger: Logger;
+  maxQueue: number;
+  /** The chart to run; tests pass a variant with a faulty action. */
+  machine?: Machine;
+}
+
+export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
+  private actor!: ManagerActor;
+  private readonly machine: Machine;
+  private readonly pending = new Map<string, { resolve: (r: ManagerReply) => void; timer: NodeJS.Timeout | null }>();
+  private nextKey = 1;
+
+  constructor(private readonly opts: SupervisorOptions) {
+    super();
+    const machine = opts.machine ?? managerMachine;
+    this.machine = machine.provide({
+      actors: { node: nodeMachine.provide({ actors: { process: opts.launcher.processLogic } }) },
+    }) as Machine;
+    this.startActor(0);
+  }
+
+  /**
+   * Sends a command to the manager and resolves with its reply. `deadlineMs`
+   * arms a `wait.expired` for waits that may never be met.
+   */
+  request(event: Request, deadlineMs?: number): Promise<ManagerReply> {
+    const to = String(this.nextKey++);
+    return new Promise((resolve) => {
+      const timer = deadlineMs === undefined ? null : setTimeout(() => this.actor.send({ type: 'wait.expired', to }), deadlineMs);
+      this.pending.set(to, { resolve, timer });
+      this.actor.send({ ...event, to } as ManagerMachineEvent);
+    });
+  }
+
+  status(): StatusResult {
+    return statusOf(this.actor.getSnapshot());
+  }
+
+  liveNodes(): { pid: number; index: number }[] {
+    return liveNodes(this.actor.getSnapshot());
+  }
+
+  /** Kills and reaps every node (a reset through the chart), then stops the actor. */
+  async shutdown(): Promise<number> {
+    const reply = await this.request({ type: 'reset' });
+    this.actor.stop();
+    return 'result' in reply ? (reply.result.killed as number) : 0;
+  }
+
+  private startActor(generation: number): void {
+    const actor = createActor(this.machine, { input: { maxQueue: this.opts.maxQueue, generation } });
+    actor.on('reply', (reply) => this.deliver(reply));
+    actor.on('publish', ({ event }) => this.emit('event', event));
+    actor.subscribe({ error: (err) => this.recover(actor, err) });
+    this.actor = actor;
+    actor.start();
+  }
+
+  private deliver(reply: ManagerReply): void {
+    const waiting = this.pending.get(reply.to);
+    if (!waiting) return;
+    this.pending.delete(reply.to);
+    if (waiting.timer) clearTimeout(waiting.timer);
+    waiting.resolve(reply);
+  }
+
+  private recover(failed: ManagerActor, err: unknown): void {
+    const generation = failed.getSnapshot().context.generation;
+    const killed = this.opts.launcher.killAll();
+    this.opts.logger.error(
+      `internal error in the manager statechart; killed ${killed} node process group(s) and restarted at generation ${generation}. Please report this with the log file: ${(err as Error)?.stack ?? String(err)}`,
+    );
+    for (const to of [...this.pending.keys()]) {
+      this.deliver({ to, error: { code: 'INTERNAL', message: `internal error: ${(err as Error)?.message ?? String(err)}; all nodes were killed, the manager keeps serving` } });
+    }
+    this.startActor(generation);
+  }
+}

@@ -1,0 +1,112 @@
+// Request validation: the edge between untrusted decoded MessagePack and typed
+// commands. Nothing past this point re-checks a request.
+
+import { Command, COMMANDS, CommandName, ErrorCode, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
+
+export type Validated =
+  | { ok: true; id: RequestId; command: Command }
+  | { ok: false; id: RequestId | null; code: ErrorCode; message: string };
+
+const UINT64_MAX = 2n ** 64n - 1n;
+const UINT32_MAX = 2 ** 32 - 1;
+
+function isRequestId(v: unknown): v is RequestId {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0;
+  return typeof v === 'bigint' && v >= 0n && v <= UINT64_MAX;
+}
+
+function isUint(v: unknown, max = UINT32_MAX): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+}
+
+const hasOwn = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+
+class BadArgument extends Error {}
+
+function uint(msg: Record<string, unknown>, name: string, opts: { optional?: boolean; max?: number } = {}): number | undefined {
+  const v = msg[name];
+  if (v === undefined && opts.optional) return undefined;
+  if (!isUint(v, opts.max)) throw new BadArgument(`${name} must be an unsigned integer${opts.max !== undefined ? ` <= ${opts.max}` : ''}, got ${describe(v)}`);
+  return v;
+}
+
+function str(msg: Record<string, unknown>, name: string): string | undefined {
+  const v = msg[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new BadArgument(`${name} must be a string, got ${describe(v)}`);
+  return v;
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'nil';
+  if (typeof v === 'string') return `"${v.length > 40 ? `${v.slice(0, 40)}...` : v}"`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
+  return Array.isArray(v) ? 'an array' : typeof v;
+}
+
+/** `host:port` with a port, IPv6 hosts in brackets. */
+export function parseHostPort(s: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host: m[1] ?? m[2], port };
+}
+
+function params(cmd: CommandName, msg: Record<string, unknown>): Command {
+  switch (cmd) {
+    case 'hello':
+      return { cmd, token: str(msg, 'token'), client: str(msg, 'client') };
+    case 'ping':
+    case 'status':
+    case 'reset':
+    case 'stats':
+      return { cmd } as Command;
+    case 'generate': {
+      const n = uint(msg, 'n')!;
+      const wait = msg.wait ?? 'spawned';
+      if (!WAIT_MODES.includes(wait as WaitMode)) throw new BadArgument(`wait must be "spawned" or "connected", got ${describe(wait)}`);
+      const timeoutMs = uint(msg, 'timeoutMs', { optional: true });
+      const iface = str(msg, 'interface');
+      if (iface !== undefined && !parseHostPort(iface)) throw new BadArgument(`interface must be "host:port" (IPv6 as "[addr]:port"), got ${describe(iface)}`);
+      return { cmd, n, wait: wait as WaitMode, timeoutMs, interface: iface };
+    }
+    case 'connect':
+      return { cmd, pid: uint(msg, 'pid', { max: 2 ** 22 })!, nodeId: msg.nodeId };
+    case 'kill': {
+      const hasPid = msg.pid !== undefined;
+      const hasIndex = msg.index !== undefined;
+      if (hasPid === hasIndex) throw new BadArgument('kill takes exactly one of pid or index');
+      return hasPid ? { cmd, pid: uint(msg, 'pid')! } : { cmd, index: uint(msg, 'index')! };
+    }
+    case 'subscribe': {
+      const topics = msg.topics;
+      if (!Array.isArray(topics) || !topics.every((t) => TOPICS.includes(t as Topic))) {
+        throw new BadArgument(`topics must be an array of ${TOPICS.map((t) => `"${t}"`).join(', ')}, got ${describe(topics)}`);
+      }
+      return { cmd, topics: [...new Set(topics as Topic[])] };
+    }
+  }
+}
+
+/** Checks one decoded message against the contract. */
+export function validateRequest(msg: unknown): Validated {
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array) {
+    return { ok: false, id: null, code: 'BAD_MESSAGE', message: `a request must be a map, got ${describe(msg)}` };
+  }
+  const m = msg as Record<string, unknown>;
+  const id = isRequestId(m.id) ? m.id : null;
+  if (id === null) return { ok: false, id: null, code: 'BAD_MESSAGE', message: `id must be an unsigned integer, got ${describe(m.id)}` };
+  if (typeof m.cmd !== 'string') return { ok: false, id, code: 'BAD_MESSAGE', message: `cmd must be a string, got ${describe(m.cmd)}` };
+  // Only the command table is dispatched: no lookups through the prototype chain.
+  if (!COMMANDS.includes(m.cmd as CommandName) || !hasOwn(m, 'cmd')) {
+    return { ok: false, id, code: 'UNKNOWN_COMMAND', message: `unknown command "${m.cmd.slice(0, 40)}"; commands are ${COMMANDS.join(', ')}` };
+  }
+  try {
+    return { ok: true, id, command: params(m.cmd as CommandName, m) };
+  } catch (err) {
+    if (err instanceof BadArgument) return { ok: false, id, code: 'BAD_ARGUMENT', message: err.message };
+    throw err;
+  }
+}
