@@ -1,9 +1,10 @@
 // Shared test fixtures: a real manager process on a free port, and OS checks.
 
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { readStat } from '../src/proc';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const CLI = path.join(ROOT, 'dist/src/cli.js');
@@ -72,3 +73,16 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Live (non-zombie) pids whose process group is `pgid`, read from /proc. */
+export function groupMembers(pgid: number): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number)
+    .filter((pid) => {
+      const s = readStat(pid);
+      return s !== null && s.pgid === pgid && s.state !== 'Z' && s.state !== 'X';
+    });
+}
+
+export const FIXTURES = path.join(ROOT, 'test/fixtures');
