@@ -36,11 +36,13 @@ export class BadMessage extends Error {}
 /**
  * msgpackr writes integers outside the 32-bit range as float64 unless they are
  * bigint; a Rust peer expecting u64 (timestamps!) would reject that. Convert
- * them, and drop undefined members, on the way out.
+ * them, and drop undefined members, on the way out. (msgpackr writes a bigint
+ * below 2^63 as int64, 0xd3, and above as uint64, 0xcf: integers either way.)
  */
 function wireValue(value: unknown): unknown {
   if (typeof value === 'number') {
-    return Number.isInteger(value) && (value >= UINT32_LIMIT || value < -(UINT32_LIMIT / 2)) ? BigInt(value) : value;
+    // Beyond 2^53 a number is not an exact integer any more: leave it a float.
+    return Number.isSafeInteger(value) && (value >= UINT32_LIMIT || value < -(UINT32_LIMIT / 2)) ? BigInt(value) : value;
   }
   if (Array.isArray(value)) return value.map(wireValue);
   if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
@@ -114,7 +116,7 @@ export function checkPlain(buf: Uint8Array): string | null {
     if (container) {
       const items = container === 'map' ? count * 2 : count;
       if (pos + items > buf.length) return 'truncated';
-      if (remaining.length >= MAX_DEPTH) return `nested deeper than ${MAX_DEPTH}`;
+      if (remaining.length > MAX_DEPTH) return `nested deeper than ${MAX_DEPTH}`;
       remaining.push(items);
       isMap.push(container === 'map');
     } else {

@@ -1,0 +1,312 @@
+// Target resolution (hosts files), then the real `herd` CLI as a subprocess
+// against fake managers, and finally against a real manager.
+// Needs a build: `npx tsc -p tsconfig.build.json` (`npm test` builds first).
+
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
+import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, TargetError } from '../src/targets';
+import { CLI, startManager, tmpDir } from './helpers';
+
+// ---- targets -------------------------------------------------------------------
+
+describe('targets', () => {
+  test('addresses: default port, IPv6 in brackets, canonical form', () => {
+    expect(parseAddress('10.0.0.5')).toEqual({ host: '10.0.0.5', port: 7070, address: '10.0.0.5:7070' });
+    expect(parseAddress(' node-3.lab:8000 ')).toEqual({ host: 'node-3.lab', port: 8000, address: 'node-3.lab:8000' });
+    expect(parseAddress('[::1]:7075')).toEqual({ host: '::1', port: 7075, address: '[::1]:7075' });
+    expect(parseAddress('[fe80::1]').address).toBe('[fe80::1]:7070');
+    for (const bad of ['::1', '::1:7070', '[nope]:1', 'host:0', 'host:70000', 'host:x', 'host name', '', 'a:1:2']) {
+      expect(() => parseAddress(bad)).toThrow(TargetError);
+    }
+    expect(() => parseAddress('host', null)).toThrow(/port is required/);
+  });
+
+  test('hosts file: comments, blank lines, IPv6, default port; errors name file and line', () => {
+    const text = '# lab rack\n\n10.0.0.1\n10.0.0.2:7080   # spare\r\n  [::1]:7071\n[2001:db8::2]\n   \n';
+    expect(parseHostsFile(text, 'hosts.txt').map((t) => t.address)).toEqual(['10.0.0.1:7070', '10.0.0.2:7080', '[::1]:7071', '[2001:db8::2]:7070']);
+    expect(() => parseHostsFile('10.0.0.1\n# ok\n10.0.0.2:99999\n', 'hosts.txt')).toThrow(/^hosts\.txt:3: .*port "99999"/);
+    expect(() => parseHostsFile('fe80::1\n', 'h')).toThrow(/^h:1: .*brackets/);
+    expect(() => parseHostsFile('a b\n', 'h')).toThrow(/^h:1: .*not a valid host name/);
+  });
+
+  test('resolveTargets: default, --manager plus --hosts, duplicates dropped, missing/empty file', () => {
+    const dir = tmpDir();
+    const hosts = path.join(dir, 'hosts');
+    writeFileSync(hosts, '127.0.0.1\n10.0.0.9:7000\n');
+    expect(resolveTargets({}).map((t) => t.address)).toEqual(['127.0.0.1:7070']);
+    expect(resolveTargets({ managers: ['127.0.0.1:7070', '[::1]:1'], hostsFile: hosts }).map((t) => t.address))
+      .toEqual(['127.0.0.1:7070', '[::1]:1', '10.0.0.9:7000']);
+    expect(() => resolveTargets({ hostsFile: path.join(dir, 'missing') })).toThrow(/cannot read hosts file .*missing/);
+    writeFileSync(hosts, '# nothing\n');
+    expect(() => resolveTargets({ hostsFile: hosts })).toThrow(/lists no managers/);
+    expect(() => resolveTargets({ managers: ['x:y'] })).toThrow(/^--manager /);
+  });
+
+  test('token file is read and trimmed; an empty one is an error', () => {
+    const file = path.join(tmpDir(), 'token');
+    writeFileSync(file, '  s3cret\n');
+    expect(readTokenFile(file)).toBe('s3cret');
+    writeFileSync(file, '\n');
+    expect(() => readTokenFile(file)).toThrow(/empty/);
+  });
+});
+
+// ---- CLI against fake managers ---------------------------------------------------
+
+type Msg = Record<string, any>;
+interface Fake { address: string; received: Msg[]; close: () => Promise<void> }
+
+/** Answers each request with `reply(msg)` (an object to merge into an ok reply, or a full message). */
+async function fakeManager(reply: (msg: Msg, send: (m: unknown) => void, sock: net.Socket) => unknown): Promise<Fake> {
+  const received: Msg[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    const decoder = new FrameDecoder(1024 * 1024);
+    const send = (m: unknown) => sock.writable && sock.write(encodeFrame(m));
+    sock.on('data', (chunk) => {
+      for (const f of decoder.push(chunk)) {
+        if (f.kind !== 'frame') return sock.destroy();
+        const msg = decodeBody(f.body) as Msg;
+        received.push(msg);
+        const r = reply(msg, send, sock) as Msg | undefined;
+        if (r) send('ok' in r || 'event' in r ? r : { id: msg.id, ok: true, ...r });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    received,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A port nothing listens on. */
+async function deadAddress(): Promise<string> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return `127.0.0.1:${port}`;
+}
+
+interface Run { code: number | null; stdout: string; stderr: string }
+/** Runs the built CLI asynchronously (the fake managers live in this process). */
+function herd(args: string[], timeoutMs = 20000): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }));
+  });
+}
+
+const STATUS = {
+  state: 'idle', generation: 3, target: 2, counts: { spawning: 0, running: 1, killed: 1 },
+  nodes: [
+    { index: 1, pid: 1002, state: 'killed', startedAt: Date.now() - 5000, exitCode: null, signal: 'SIGKILL' },
+    { index: 0, pid: 1001, state: 'running', startedAt: Date.now() - 65_000, connectedAt: Date.now() - 64_700 },
+  ],
+};
+const STATS = {
+  host: { cpus: [10, 30], load: 20, memUsed: 1.5 * 2 ** 30, memTotal: 4 * 2 ** 30 },
+  nodes: [{ pid: 1001, index: 0, cpu: 1.5, rss: 20 * 2 ** 20 }, { pid: 1003, index: 2, cpu: 55.25, rss: 30 * 2 ** 20 }],
+};
+
+/** A well-behaved fake: canned results per command, SPAWN_FAILED for generate n > 100. */
+function canned(msg: Msg): unknown {
+  switch (msg.cmd) {
+    case 'hello': return { protocol: 1, manager: { version: 'x', hostname: 'fake', pid: 1, address: '127.0.0.1:1' } };
+    case 'ping': return { pong: true, time: Date.now() };
+    case 'status': return STATUS;
+    case 'stats': return STATS;
+    case 'reset': return { killed: 2 };
+    case 'kill': return { pid: msg.pid ?? 1001, exitCode: null, signal: 'SIGTERM' };
+    case 'generate':
+      if (msg.n > 100) return { id: msg.id, ok: false, error: { code: 'SPAWN_FAILED', message: 'spawn ENOENT', details: [{ index: 0, code: 'ENOENT' }] } };
+      return { generation: 4, nodes: Array.from({ length: msg.n }, (_, i) => ({ index: i, pid: 500 + i })) };
+    default: return { id: msg.id, ok: false, error: { code: 'UNKNOWN_COMMAND', message: msg.cmd } };
+  }
+}
+
+describe('cli', () => {
+  const fakes: Fake[] = [];
+  beforeAll(() => {
+    if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npx tsc -p tsconfig.build.json first`);
+  });
+  afterEach(async () => {
+    await Promise.all(fakes.splice(0).map((f) => f.close()));
+  });
+  const fake = async (reply: Parameters<typeof fakeManager>[0] = canned) => {
+    const f = await fakeManager(reply);
+    fakes.push(f);
+    return f;
+  };
+
+  test('status --json: {host: result}, exit 0', async () => {
+    const f = await fake();
+    const r = await herd(['status', '--json', '--manager', f.address]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ [f.address]: STATUS });
+  });
+
+  test('status, human: header line per host and a node table sorted by index', async () => {
+    const f = await fake();
+    const r = await herd(['status', '--manager', f.address]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(`${f.address}  state idle  generation 3  target 2  spawning 0  running 1  killed 1`);
+    expect(lines[1].trim().split(/\s+/)).toEqual(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT']);
+    // Uptime is measured from the test's clock, so allow a few seconds of slack.
+    expect(lines[2].trim().split(/\s+/)).toEqual(['0', '1001', 'running', expect.stringMatching(/^1m0[5-9]s$/), '+300ms', '-']);
+    expect(lines[3].trim().split(/\s+/)).toEqual(['1', '1002', 'killed', '-', '-', 'SIGKILL']);
+  });
+
+  test('stats, human: host line in human units, nodes by CPU descending', async () => {
+    const f = await fake();
+    const r = await herd(['stats', '--manager', f.address]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(`${f.address}  cpu 20.0%  cores 10.0% 30.0%  mem 1.5 GiB / 4.0 GiB`);
+    expect(lines.slice(1).map((l) => l.trim().split(/\s+/))).toEqual([
+      ['INDEX', 'PID', 'CPU%', 'RSS'], ['2', '1003', '55.3', '30', 'MiB'], ['0', '1001', '1.5', '20', 'MiB'],
+    ]);
+  });
+
+  test('generate sends n, wait, timeoutMs, interface; prints generation and pid ranges', async () => {
+    const f = await fake();
+    const r = await herd(['generate', '5', '--wait', 'connected', '--timeout', '9000', '--interface', '10.1.1.1:7071', '--manager', f.address]);
+    expect(r.code).toBe(0);
+    expect(f.received[0]).toEqual({ id: 1, cmd: 'generate', n: 5, wait: 'connected', timeoutMs: 9000, interface: '10.1.1.1:7071' });
+    expect(r.stdout).toBe(`${f.address}  generation 4: 5 nodes connected  pids 500-504\n`);
+  });
+
+  test('reset, kill, ping, in human form', async () => {
+    const f = await fake();
+    expect((await herd(['reset', '--manager', f.address])).stdout).toBe(`${f.address}  killed 2\n`);
+    const kill = await herd(['kill', '--pid', '1234', '--manager', f.address]);
+    expect(kill.stdout).toBe(`${f.address}  killed pid 1234  signal SIGTERM\n`);
+    expect(f.received.find((m) => m.cmd === 'kill')).toEqual({ id: 1, cmd: 'kill', pid: 1234 });
+    expect((await herd(['ping', '--manager', f.address])).stdout).toMatch(/^127\.0\.0\.1:\d+ {2}pong {2}rtt \d+ms/);
+  });
+
+  test('two managers concurrently, one unreachable: exit 1, the good host still printed', async () => {
+    const f = await fake();
+    const dead = await deadAddress();
+    const r = await herd(['reset', '--manager', f.address, '--manager', dead]);
+    expect(r.code).toBe(1);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(new RegExp(`^${f.address} +killed 2$`));
+    expect(lines[1]).toMatch(new RegExp(`^${dead} +error UNREACHABLE: .*ECONNREFUSED`));
+
+    const json = await herd(['status', '--json', '--manager', f.address, '--manager', dead]);
+    expect(json.code).toBe(1);
+    const parsed = JSON.parse(json.stdout);
+    expect(parsed[f.address].generation).toBe(3);
+    expect(parsed[dead]).toEqual({ error: { code: 'UNREACHABLE', message: expect.stringContaining('ECONNREFUSED') } });
+  });
+
+  test('managers are asked concurrently: two slow ones take one delay, not two', async () => {
+    const slowly = (msg: Msg, send: (m: unknown) => void) => void setTimeout(() => send({ id: msg.id, ok: true, ...(canned(msg) as object) }), 1500);
+    const [a, b] = [await fake(slowly), await fake(slowly)];
+    const t0 = Date.now();
+    const r = await herd(['reset', '--hosts', writeHosts(`${a.address}\n# second\n${b.address}\n`)]);
+    expect(r.code).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(2900);
+    expect(r.stdout).toBe(`${a.address}  killed 2\n${b.address}  killed 2\n`);
+  });
+
+  test('an error reply shows its code (human) or {error:{code,message,details}} (json), exit 1', async () => {
+    const f = await fake();
+    const r = await herd(['generate', '1000', '--manager', f.address]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe(`${f.address}  error SPAWN_FAILED: spawn ENOENT [{"index":0,"code":"ENOENT"}]\n`);
+    const j = await herd(['generate', '1000', '--json', '--manager', f.address]);
+    expect(JSON.parse(j.stdout)).toEqual({ [f.address]: { error: { code: 'SPAWN_FAILED', message: 'spawn ENOENT', details: [{ index: 0, code: 'ENOENT' }] } } });
+  });
+
+  test('integers past 2^53 print as exact JSON numbers', async () => {
+    const f = await fake((msg) => ({ id: msg.id, ok: true, generation: 2n ** 64n - 1n, nodes: [] }));
+    const r = await herd(['generate', '0', '--json', '--manager', f.address]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.replace(/\s/g, '')).toBe(`{"${f.address}":{"generation":18446744073709551615,"nodes":[]}}`);
+  });
+
+  test('--token-file: hello with the trimmed token goes first', async () => {
+    const f = await fake();
+    const token = path.join(tmpDir(), 'token');
+    writeFileSync(token, 'sesame\n');
+    const r = await herd(['ping', '--token-file', token, '--manager', f.address]);
+    expect(r.code).toBe(0);
+    expect(f.received.map((m) => m.cmd)).toEqual(['hello', 'ping']);
+    expect(f.received[0]).toEqual({ id: 1, cmd: 'hello', token: 'sesame', client: 'herd-cli' });
+  });
+
+  test('watch --json: subscribed line, one event per line, exit 1 when the manager goes away', async () => {
+    const f = await fake((msg, send, sock) => {
+      send({ id: msg.id, ok: true, topics: msg.topics });
+      send({ event: 'node', generation: 1, index: 0, pid: 7, state: 'running' });
+      send({ event: 'ready', generation: 1, n: 1 });
+      setTimeout(() => sock.end(), 100);
+    });
+    const r = await herd(['watch', '--json', '--topics', 'nodes', '--manager', f.address]);
+    expect(r.code).toBe(1);
+    expect(f.received[0]).toEqual({ id: 1, cmd: 'subscribe', topics: ['nodes'] });
+    expect(r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l))).toEqual([
+      { manager: f.address, subscribed: ['nodes'] },
+      { manager: f.address, event: 'node', generation: 1, index: 0, pid: 7, state: 'running' },
+      { manager: f.address, event: 'ready', generation: 1, n: 1 },
+      { manager: f.address, closed: true, error: { code: 'CLOSED', message: 'connection closed by manager' } },
+    ]);
+  });
+
+  test('usage errors exit 2 with usage on stderr; --help and --version exit 0', async () => {
+    for (const args of [[], ['bogus'], ['kill'], ['kill', '--pid', '1', '--index', '2'], ['generate'], ['generate', 'x'],
+      ['generate', '3', '--wait', 'soon'], ['status', '--nope'], ['status', 'extra'], ['watch', '--topics', 'cpu'],
+      ['generate', '1', '--interface', 'nohost']]) {
+      const r = await herd(args);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.stderr).toMatch(/usage: herd/);
+      expect(r.stdout).toBe('');
+    }
+    const badHosts = await herd(['status', '--hosts', writeHosts('10.0.0.1\nbad host\n')]);
+    expect(badHosts.code).toBe(2);
+    expect(badHosts.stderr).toMatch(/hosts:2: /);
+    const help = await herd(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/herd generate N/);
+    expect((await herd(['kill', '--help'])).stdout).toMatch(/^usage: herd kill --pid P \| --index I/);
+    expect((await herd(['--version'])).stdout).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
+
+function writeHosts(text: string): string {
+  const file = path.join(tmpDir(), 'hosts');
+  writeFileSync(file, text);
+  return file;
+}
+
+// ---- CLI against a real manager ------------------------------------------------------
+
+test('real manager: generate 3 --wait connected, status shows 3 running, reset kills 3', async () => {
+  const m = await startManager();
+  try {
+    const gen = await herd(['generate', '3', '--wait', 'connected', '--manager', m.address]);
+    expect(gen.code).toBe(0);
+    expect(gen.stdout).toMatch(/generation \d+: 3 nodes connected {2}pids /);
+    const status = JSON.parse((await herd(['status', '--json', '--manager', m.address])).stdout)[m.address];
+    expect(status.counts.running).toBe(3);
+    expect(status.nodes.map((n: { state: string }) => n.state)).toEqual(['running', 'running', 'running']);
+    const reset = await herd(['reset', '--manager', m.address]);
+    expect(reset).toEqual({ code: 0, stdout: `${m.address}  killed 3\n`, stderr: '' });
+  } finally {
+    await m.stop();
+  }
+});
