@@ -9,7 +9,8 @@ import { HerdClient, HerdError } from '../src/client';
 import { decodeBody, FrameDecoder } from '../src/codec';
 import { isAlive } from '../src/proc';
 import type { ManagerEvent } from '../src/protocol';
-import { eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { eventually, FIXTURES, groupMembers, ROOT, RunningManager, startManager, tmpDir } from './helpers';
+import { describeIfPython, PYTHON } from './python';
 
 jest.setTimeout(60000);
 
@@ -306,4 +307,22 @@ test('50 example nodes connect, and a reset leaves none of them alive', async ()
     await c.close();
     await m.stop();
   }
+});
+
+describeIfPython('the Python reference node (example/node.py)', () => {
+  test('connects under a manager, is running, and exits on reset', async () => {
+    const m = await startManager(['--node-command', PYTHON, `--node-arg=${path.join(ROOT, 'example/node.py')}`]);
+    const c = await HerdClient.connect(m.address);
+    try {
+      const g = await c.generate(3, { wait: 'connected', timeoutMs: 20000 });
+      expect((await c.status()).counts).toEqual({ spawning: 0, running: 3, killed: 0 });
+      const log = path.join(m.logDir, 'nodes', `gen-${g.generation}`, 'node-2.log');
+      await eventually(() => readFileSync(log, 'utf8').includes('node 2 of generation'), 5000, 'python node log line');
+      expect((await c.reset()).killed).toBe(3);
+      for (const n of g.nodes) expect(isAlive(n.pid)).toBe(false);
+    } finally {
+      await c.close();
+      await m.stop();
+    }
+  });
 });
