@@ -22,21 +22,6 @@ export interface NodeInput {
 
 export type NodePhase = 'launching' | 'spawning' | 'running' | 'stopping' | 'killed' | 'failed';
 
-/** The manager's view of one node; sent to the parent on every change. */
-export interface NodeView {
-  index: number;
-  generation: number;
-  phase: NodePhase;
-  pid: number | null;
-  startedAt: number | null;
-  connectedAt: number | null;
-  nodeId?: unknown;
-  exitCode: number | null;
-  signal: string | null;
-  /** Why the OS would not start it (phase `failed`): an errno name and message. */
-  failure: { code: string; message: string } | null;
-}
-
 /** Events the process actor sends back to its node. */
 export type ProcessEvent =
   | { type: 'process.started'; pid: number; at: number }
@@ -63,8 +48,12 @@ export interface NodeContext {
   nodeId?: unknown;
   exitCode: number | null;
   signal: string | null;
+  /** Why the OS would not start it (phase `failed`): an errno name and message. */
   failure: { code: string; message: string } | null;
 }
+
+/** The manager's view of one node; sent to the parent on every change. */
+export type NodeView = Omit<NodeContext, 'input'> & { index: number; generation: number; phase: NodePhase };
 
 function viewOf(context: NodeContext, phase: NodePhase): NodeView {
   const { input, ...rest } = context;

@@ -8,7 +8,7 @@ import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
 import { Launcher } from './launcher';
 import { closeLogger, createLogger, Logger } from './logger';
 import { Sampler } from './sampler';
-import { isWildcard, ManagerServer } from './server';
+import { formatAddress, isWildcard, ManagerServer } from './server';
 import { Supervisor } from './supervisor';
 
 /** The package version, from the package.json above this file (src/ or dist/src/). */
@@ -78,6 +78,8 @@ export async function runManager(argv: string[]): Promise<void> {
     supervisor,
     sampler,
     logger,
+    // Every node may hold a connection of its own, beside the controllers.
+    maxConnections: config.maxNodes + 1024,
   });
 
   let address: string;
@@ -85,7 +87,7 @@ export async function runManager(argv: string[]): Promise<void> {
     address = await server.listen();
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const where = `${config.host}:${config.port}`;
+    const where = formatAddress(config.host, config.port);
     const hint =
       e.code === 'EADDRINUSE'
         ? 'another process (perhaps another herd manager) is listening there; stop it or choose another --port'

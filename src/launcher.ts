@@ -110,7 +110,8 @@ export class Launcher {
     let fd: number | null = null;
     let child: ChildProcess;
     try {
-      fd = openSync(this.logFile(input), 'a');
+      // Truncated: a file left by an earlier run with the same --log-dir is replaced.
+      fd = openSync(this.logFile(input), 'w');
       child = spawn(this.opts.command, [...this.opts.args, input.interface, input.machineIp], {
         detached: true,
         stdio: ['ignore', fd, fd],

@@ -6,8 +6,8 @@ import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
 import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, TargetError } from '../src/targets';
+import { Fake, fakeManager, Msg } from './fake-manager';
 import { CLI, startManager, tmpDir } from './helpers';
 
 // ---- targets -------------------------------------------------------------------
@@ -56,39 +56,12 @@ describe('targets', () => {
 
 // ---- CLI against fake managers ---------------------------------------------------
 
-type Msg = Record<string, any>;
-interface Fake { address: string; received: Msg[]; close: () => Promise<void> }
-
-/** Answers each request with `reply(msg)` (an object to merge into an ok reply, or a full message). */
-async function fakeManager(reply: (msg: Msg, send: (m: unknown) => void, sock: net.Socket) => unknown): Promise<Fake> {
-  const received: Msg[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => {});
-    const decoder = new FrameDecoder(1024 * 1024);
-    const send = (m: unknown) => sock.writable && sock.write(encodeFrame(m));
-    sock.on('data', (chunk) => {
-      for (const f of decoder.push(chunk)) {
-        if (f.kind !== 'frame') return sock.destroy();
-        const msg = decodeBody(f.body) as Msg;
-        received.push(msg);
-        const r = reply(msg, send, sock) as Msg | undefined;
-        if (r) send('ok' in r || 'event' in r ? r : { id: msg.id, ok: true, ...r });
-      }
-    });
+/** A fake manager whose handler returns the reply: an object merged into an ok reply, or a full message. */
+const replying = (reply: (msg: Msg, send: (m: unknown) => void, sock: net.Socket) => unknown) =>
+  fakeManager((msg, send, sock) => {
+    const r = reply(msg, send, sock) as Msg | undefined;
+    if (r) send('ok' in r || 'event' in r ? r : { id: msg.id, ok: true, ...r });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    received,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** A port nothing listens on. */
 async function deadAddress(): Promise<string> {
@@ -144,8 +117,8 @@ describe('cli', () => {
   afterEach(async () => {
     await Promise.all(fakes.splice(0).map((f) => f.close()));
   });
-  const fake = async (reply: Parameters<typeof fakeManager>[0] = canned) => {
-    const f = await fakeManager(reply);
+  const fake = async (reply: Parameters<typeof replying>[0] = canned) => {
+    const f = await replying(reply);
     fakes.push(f);
     return f;
   };

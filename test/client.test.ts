@@ -2,48 +2,8 @@
 
 import net from 'node:net';
 import { HerdClient, HerdError } from '../src/client';
-import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
 import { ManagerEvent } from '../src/protocol';
-
-type Msg = Record<string, any>;
-type Handler = (msg: Msg, send: (m: unknown) => void, sock: net.Socket) => void;
-
-interface Fake {
-  address: string;
-  received: Msg[];
-  close: () => Promise<void>;
-}
-
-/** A manager that decodes requests and lets `handler` answer (or not) however the test wants. */
-async function fakeManager(handler: Handler): Promise<Fake> {
-  const received: Msg[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => {});
-    const decoder = new FrameDecoder(1024 * 1024);
-    const send = (m: unknown) => sock.writable && sock.write(encodeFrame(m));
-    sock.on('data', (chunk) => {
-      for (const f of decoder.push(chunk)) {
-        if (f.kind !== 'frame') throw new Error('client sent a bad frame length');
-        const msg = decodeBody(f.body) as Msg;
-        received.push(msg);
-        handler(msg, send, sock);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    address: `127.0.0.1:${port}`,
-    received,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
+import { Fake, fakeManager, Msg } from './fake-manager';
 
 const ok = (msg: Msg, result: object) => ({ id: msg.id, ok: true, ...result });
 const pong = (msg: Msg) => ok(msg, { pong: true, time: 1_700_000_000_000 });
