@@ -23,6 +23,7 @@ import { readStat } from '../src/proc';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist/src/cli.js');
+const EXAMPLE_NODE = path.join(ROOT, 'dist/example/node.js');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
 
 /** The two arguments the manager appends (interface host:port, machine ip), as it computes them here. */
@@ -30,7 +31,7 @@ const NODE_TAIL = ['127.0.0.1:7071', '127.0.0.1'];
 
 const CONFIG = {
   spawnSizes: [200, 500],
-  spawnReps: { 200: 5, 500: 3 } as Record<number, number>,
+  spawnReps: { 200: 5, 500: 5 } as Record<number, number>,
   /** N=500 is skipped if the bench has already run this long. */
   largeBudgetMs: 90_000,
   warmupN: 20,
@@ -99,6 +100,8 @@ function vmRssKiB(pid: number): number {
   if (!m) throw new Error(`no VmRSS for pid ${pid}`);
   return Number(m[1]);
 }
+
+const ticksMs = (ticks: number) => round((ticks / clkTck()) * 1000, 1);
 
 function cpuTicks(pid: number): number {
   const st = readStat(pid);
@@ -377,6 +380,23 @@ async function main(): Promise<void> {
   log(`idle CPU, 0 nodes, ${CONFIG.cpuWindowS} s`);
   const cpu0 = await cpuWindow(mgrA.pid, CONFIG.cpuWindowS);
 
+  // 4a + 5b. With 200 nodes running (first generate of a fresh manager, so the RSS is not a
+  // high-water mark left by the N=500 rounds): RSS, status vs ping latency, idle CPU.
+  await herdSpawn(client, CONFIG.statusIdleNodes);
+  await sleep(1500);
+  const rss200 = vmRssKiB(mgrA.pid);
+  log(`status/ping latency idle, ${CONFIG.statusIdleNodes} nodes`);
+  await latencies(() => probe.status(), 50); // warm-up
+  const statusIdle = summarize(await latencies(() => probe.status(), CONFIG.statusIdleRequests));
+  const pingIdle = summarize(await latencies(() => probe.ping(), CONFIG.statusIdleRequests));
+  const statusBytes = Buffer.byteLength(JSON.stringify(await probe.status()));
+  log(`idle CPU, ${CONFIG.statusIdleNodes} nodes, ${CONFIG.cpuWindowS} s`);
+  const cpu200 = await cpuWindow(mgrA.pid, CONFIG.cpuWindowS);
+  const rss200After = vmRssKiB(mgrA.pid);
+  await herdReset(client, CONFIG.statusIdleNodes);
+  await sleep(1000);
+  const rss0AfterReset = vmRssKiB(mgrA.pid);
+
   // Warm-up: JIT, the xstate machinery, fs caches, for both sides.
   for (let i = 0; i < 2; i++) {
     await herdSpawn(client, CONFIG.warmupN);
@@ -396,39 +416,44 @@ async function main(): Promise<void> {
     }
     const reps = CONFIG.spawnReps[n] ?? 3;
     const s = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[], likeReset: [] as number[] };
+    // CPU burnt by the spawning process itself (manager, or this bench for the bare loops), in ms:
+    // less sensitive to scheduling noise than wall time on a small box.
+    const cpu = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
     for (let r = 0; r < reps; r++) {
       log(`N=${n} rep ${r + 1}/${reps}`);
+      let c0 = cpuTicks(mgrA.pid);
       s.herdSpawn.push(await herdSpawn(client, n));
+      let c1 = cpuTicks(mgrA.pid);
       s.herdReset.push(await herdReset(client, n));
+      cpu.herdSpawn.push(ticksMs(c1 - c0));
+      cpu.herdReset.push(ticksMs(cpuTicks(mgrA.pid) - c1));
+      c0 = cpuTicks(process.pid);
       const b = await bareSpawn(lightNode, n, 'plain', path.join(tmpRoot, 'bare-logs'));
+      c1 = cpuTicks(process.pid);
       s.bareSpawn.push(b.ms);
       s.bareReset.push(await bareReset(b.children));
-      const l = await bareSpawn(lightNode, n, 'launcherLike', path.join(tmpRoot, 'bare-logs'));
+      cpu.bareSpawn.push(ticksMs(c1 - c0));
+      cpu.bareReset.push(ticksMs(cpuTicks(process.pid) - c1));
+      // Fresh log files each time, as the manager creates a new gen-K directory per generation.
+      c0 = cpuTicks(process.pid);
+      const l = await bareSpawn(lightNode, n, 'launcherLike', path.join(tmpRoot, 'bare-logs', `n${n}-rep${r}`));
+      cpu.likeSpawn.push(ticksMs(cpuTicks(process.pid) - c0));
       s.likeSpawn.push(l.ms);
       s.likeReset.push(await bareReset(l.children));
     }
     const sum = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { ...summarize(v), samplesMs: v.map((x) => round(x, 2)) }])) as Record<keyof typeof s, Summary & { samplesMs: number[] }>;
-    spawnResults[`n${n}`] = { n, reps, ...sum, ratioSpawnMedian: round(sum.herdSpawn.median / sum.bareSpawn.median, 3), ratioResetMedian: round(sum.herdReset.median / sum.bareReset.median, 3) };
+    const cpuSum = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, { ...summarize(v), samplesMs: v }])) as Record<keyof typeof cpu, Summary & { samplesMs: number[] }>;
+    spawnResults[`n${n}`] = { n, reps, ...sum, spawnerCpuMs: cpuSum, ratioSpawnMedian: round(sum.herdSpawn.median / sum.bareSpawn.median, 3), ratioResetMedian: round(sum.herdReset.median / sum.bareReset.median, 3) };
     rows.push({ measure: `spawn N=${n}, ms med (min)`, herd: medMin(sum.herdSpawn), baseline: medMin(sum.bareSpawn), ratio: ratio(sum.herdSpawn.median, sum.bareSpawn.median) });
     rows.push({ measure: `  per node, ms`, herd: fmt(sum.herdSpawn.median / n, 2), baseline: fmt(sum.bareSpawn.median / n, 2), ratio: '' });
-    rows.push({ measure: `  vs launcher-like bare (+log fd, env)`, herd: medMin(sum.herdSpawn), baseline: medMin(sum.likeSpawn), ratio: ratio(sum.herdSpawn.median, sum.likeSpawn.median) });
+    rows.push({ measure: `  spawner CPU per node, ms (manager vs bench)`, herd: fmt(cpuSum.herdSpawn.median / n, 2), baseline: fmt(cpuSum.bareSpawn.median / n, 2), ratio: ratio(cpuSum.herdSpawn.median, cpuSum.bareSpawn.median) });
+    rows.push({ measure: `  vs launcher-like bare (+new log file, env)`, herd: medMin(sum.herdSpawn), baseline: medMin(sum.likeSpawn), ratio: ratio(sum.herdSpawn.median, sum.likeSpawn.median) });
+    rows.push({ measure: `    its CPU per node, ms`, herd: fmt(cpuSum.herdSpawn.median / n, 2), baseline: fmt(cpuSum.likeSpawn.median / n, 2), ratio: ratio(cpuSum.herdSpawn.median, cpuSum.likeSpawn.median) });
     rows.push({ measure: `reset N=${n}, ms med (min)`, herd: medMin(sum.herdReset), baseline: medMin(sum.bareReset), ratio: ratio(sum.herdReset.median, sum.bareReset.median) });
+    rows.push({ measure: `  per node, ms`, herd: fmt(sum.herdReset.median / n, 2), baseline: fmt(sum.bareReset.median / n, 2), ratio: '' });
+    rows.push({ measure: `  killer CPU per node, ms (manager vs bench)`, herd: fmt(cpuSum.herdReset.median / n, 2), baseline: fmt(cpuSum.bareReset.median / n, 2), ratio: ratio(cpuSum.herdReset.median, cpuSum.bareReset.median) });
   }
   results.spawnReset = spawnResults;
-
-  // 4a + 5b. With 200 nodes running: RSS, status vs ping latency, idle CPU.
-  await herdSpawn(client, CONFIG.statusIdleNodes);
-  await sleep(1500);
-  const rss200 = vmRssKiB(mgrA.pid);
-  log(`status/ping latency idle, ${CONFIG.statusIdleNodes} nodes`);
-  await latencies(() => probe.status(), 50); // warm-up
-  const statusIdle = summarize(await latencies(() => probe.status(), CONFIG.statusIdleRequests));
-  const pingIdle = summarize(await latencies(() => probe.ping(), CONFIG.statusIdleRequests));
-  const statusBytes = Buffer.byteLength(JSON.stringify(await probe.status()));
-  log(`idle CPU, ${CONFIG.statusIdleNodes} nodes, ${CONFIG.cpuWindowS} s`);
-  const cpu200 = await cpuWindow(mgrA.pid, CONFIG.cpuWindowS);
-  const rss200After = vmRssKiB(mgrA.pid);
-  await herdReset(client, CONFIG.statusIdleNodes);
 
   // 4b. status while a generate of 500 is spawning.
   const during: number[][] = [];
@@ -468,7 +493,7 @@ async function main(): Promise<void> {
     statusReplyJsonBytes: statusBytes,
     duringGenerate: { n: CONFIG.statusDuringN, generateMs: summarize(duringGen), statusMs: statusDuring, samplesPerRep: during.map((l) => l.length) },
   };
-  results.memory = { rssKiB0Fresh: rss0Fresh, rssKiB200: rss200, rssKiB200AfterCpuWindow: rss200After, rssKiB0AfterRun: rss0After };
+  results.memory = { rssKiB0Fresh: rss0Fresh, rssKiB200: rss200, rssKiB200AfterCpuWindow: rss200After, rssKiB0AfterReset200: rss0AfterReset, rssKiB0AfterRun: rss0After, kiBPerNode: round((rss200 - rss0Fresh) / CONFIG.statusIdleNodes, 1) };
   results.cpu = { clkTck: clkTck(), idle0Nodes: cpu0, idle200Nodes: cpu200, statsIntervalMs: CONFIG.statsIntervalMs };
 
   rows.push({ measure: `status p50 idle, ${CONFIG.statusIdleNodes} nodes (base: ping), ms`, herd: fmt(statusIdle.p50, 3), baseline: fmt(pingIdle.p50, 3), ratio: ratio(statusIdle.p50, pingIdle.p50) });
@@ -478,6 +503,7 @@ async function main(): Promise<void> {
   rows.push({ measure: `  status max during / round trips per generate`, herd: fmt(statusDuring.max, 1), baseline: during.map((l) => l.length).join('/'), ratio: '' });
   rows.push({ measure: `  generate ${CONFIG.statusDuringN} under status load, ms med (min)`, herd: medMin(summarize(duringGen)), baseline: '', ratio: '' });
   rows.push({ measure: `manager RSS, MiB: 200 nodes (base: 0 nodes)`, herd: fmt(rss200 / 1024), baseline: fmt(rss0Fresh / 1024), ratio: ratio(rss200, rss0Fresh) });
+  rows.push({ measure: `  RSS 0 nodes after all rounds (high-water), MiB`, herd: fmt(rss0After / 1024), baseline: '', ratio: '' });
   rows.push({ measure: `manager CPU idle 5 s, % core: 200 (base: 0 nodes)`, herd: fmt(cpu200.meanPct, 2), baseline: fmt(cpu0.meanPct, 2), ratio: ratio(cpu200.meanPct, cpu0.meanPct) });
 
   await Promise.all([client.close(), probe.close()]);
@@ -506,11 +532,42 @@ async function main(): Promise<void> {
     if (res.nodes.length !== CONFIG.realN) throw new Error(`generate returned ${res.nodes.length} nodes`);
     realReset.push(await herdReset(clientB, CONFIG.realN));
   }
+  // Baseline: the same 50 example-node processes started bare with no HERD_MANAGER in their
+  // environment: each boots, loads its modules, and exits at once (status 2). Time until all have
+  // exited is the floor that process start-up alone puts under "all connected".
+  const bootEnv = { ...process.env };
+  delete bootEnv.HERD_MANAGER;
+  const realBoot: number[] = [];
+  for (let r = 0; r < CONFIG.realReps; r++) {
+    log(`example nodes: bare boot-to-exit of ${CONFIG.realN}, rep ${r + 1}/${CONFIG.realReps}`);
+    const t0 = now();
+    const children: ChildProcess[] = [];
+    const exits: Promise<void>[] = [];
+    for (let i = 0; i < CONFIG.realN; i++) {
+      const c = spawn(EXAMPLE_NODE, [`--bench-tag=${tmpRoot}`, ...NODE_TAIL], { detached: true, stdio: 'ignore', env: bootEnv });
+      bareLive.add(c);
+      children.push(c);
+      exits.push(
+        new Promise<void>((resolve, reject) => {
+          c.once('error', reject);
+          c.once('exit', () => {
+            bareLive.delete(c);
+            resolve();
+          });
+        }),
+      );
+    }
+    await Promise.all(exits);
+    realBoot.push(now() - t0);
+    const bad = children.filter((c) => c.exitCode !== 2);
+    if (bad.length > 0) throw new Error(`${bad.length} bare example nodes exited with something other than 2 (e.g. ${bad[0].exitCode}/${bad[0].signalCode})`);
+  }
+  const bootS = summarize(realBoot);
   const realC = summarize(realConnect);
   const realR = summarize(realReset);
-  results.exampleNodes = { n: CONFIG.realN, connectMs: { ...realC, samplesMs: realConnect.map((x) => round(x, 1)) }, perNodeMsMedian: round(realC.median / CONFIG.realN, 2), resetMs: realR };
-  rows.push({ measure: `generate ${CONFIG.realN} example nodes, connected, ms`, herd: medMin(realC, 0), baseline: '', ratio: '' });
-  rows.push({ measure: `  per node, ms`, herd: fmt(realC.median / CONFIG.realN, 1), baseline: '', ratio: '' });
+  results.exampleNodes = { n: CONFIG.realN, connectMs: { ...realC, samplesMs: realConnect.map((x) => round(x, 1)) }, perNodeMsMedian: round(realC.median / CONFIG.realN, 2), resetMs: realR, bareBootToExitMs: { ...bootS, samplesMs: realBoot.map((x) => round(x, 1)) } };
+  rows.push({ measure: `generate ${CONFIG.realN} example nodes, connected, ms`, herd: medMin(realC, 0), baseline: medMin(bootS, 0), ratio: ratio(realC.median, bootS.median) });
+  rows.push({ measure: `  per node, ms`, herd: fmt(realC.median / CONFIG.realN, 1), baseline: fmt(bootS.median / CONFIG.realN, 1), ratio: '' });
   rows.push({ measure: `  reset ${CONFIG.realN} example nodes, ms`, herd: medMin(realR, 0), baseline: '', ratio: '' });
   await clientB.close();
   clients.delete(clientB);
@@ -534,7 +591,8 @@ async function main(): Promise<void> {
   const out = [line(header), '-'.repeat(w.measure + w.herd + w.baseline + w.ratio + 6), ...rows.map(line)];
   process.stdout.write(`${out.join('\n')}\n`);
   process.stdout.write(
-    'baseline for spawn/reset: child_process.spawn(detached, stdio ignore, same argv) / kill(-pid, SIGTERM) loops in the bench process; ratio = herd / baseline (medians)\n',
+    'baselines: spawn/reset = child_process.spawn(detached, stdio ignore, same argv) / kill(-pid, SIGTERM) loops in this process;\n' +
+      'example nodes = the same 50 processes started bare without HERD_MANAGER (boot, load, exit 2); ratio = herd / baseline (medians)\n',
   );
   process.stdout.write(`managers stopped (SIGTERM): A exit ${stopA.code} in ${stopA.ms} ms, B exit ${stopB.code} in ${stopB.ms} ms\n`);
   process.stdout.write(`leftover processes matching ${tmpRoot}: ${cleanupReport.leftoverBeforeFallback.length}${cleanupReport.leftoverBeforeFallback.length ? ` (${cleanupReport.leftoverBeforeFallback.join(' ')}; SIGKILLed, now ${cleanupReport.leftoverAfter.length})` : ''}\n`);

@@ -2,9 +2,10 @@
 //
 // Each node runs directly (no shell), in its own process group (detached), with
 // stdout and stderr appended to its own file, so a chatty node never blocks on a
-// pipe the manager does not read. Spawning is synchronous in Node (~1 ms of
-// event-loop time per child), so launches are queued and started in batches with
-// a yield in between: status requests and node connects are served meanwhile.
+// pipe the manager does not read. Spawning is synchronous in Node (1-4 ms of
+// event-loop time per child), so launches are queued and started in slices of at
+// most `sliceMs` with a yield in between: status requests and node connects are
+// served meanwhile (a fixed batch of 25 held the loop for up to 100 ms).
 //
 // `processLogic` is the XState actor that machines/node.ts invokes as `process`.
 
@@ -23,7 +24,8 @@ export interface LauncherOptions {
   logDir: string;
   killGraceMs: number;
   logger: Logger;
-  batchSize?: number;
+  /** Event-loop time one slice of launches may take before yielding. */
+  sliceMs?: number;
 }
 
 interface Launch {
@@ -50,11 +52,11 @@ export class Launcher {
   /** Started and not yet reaped, by pid: the only pids this manager ever signals. */
   private readonly live = new Map<number, Launch>();
   private draining = false;
-  private readonly batchSize: number;
+  private readonly sliceMs: number;
   private readonly madeDirs = new Set<string>();
 
   constructor(private readonly opts: LauncherOptions) {
-    this.batchSize = opts.batchSize ?? 25;
+    this.sliceMs = opts.sliceMs ?? 5;
   }
 
   /** The actor logic for machines/node.ts `process`. */
@@ -88,10 +90,12 @@ export class Launcher {
   }
 
   private drain(): void {
-    for (let i = 0; i < this.batchSize && this.queue.length > 0; i++) {
+    const until = performance.now() + this.sliceMs;
+    // At least one launch per slice, however slow spawn is.
+    do {
       const launch = this.queue.shift()!;
       if (!launch.cancelled) this.start(launch);
-    }
+    } while (this.queue.length > 0 && performance.now() < until);
     if (this.queue.length > 0) setImmediate(() => this.drain());
     else this.draining = false;
   }
