@@ -11,6 +11,9 @@ const config: Config = {
   // e2e tests start real managers and processes; run files in parallel but not too wide on 2 cores.
   maxWorkers: 2,
   testTimeout: 30000,
+  // Fails the run if any process started by a test outlives it (test/leak-check.ts).
+  globalSetup: '<rootDir>/test/global-setup.ts',
+  globalTeardown: '<rootDir>/test/global-teardown.ts',
 };
 
 export default config;

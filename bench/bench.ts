@@ -15,16 +15,11 @@
 // to bench/results/latest.json.
 
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
-import { readStat } from '../src/proc';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist/src/cli.js');
-const EXAMPLE_NODE = path.join(ROOT, 'dist/example/node.js');
-const RESULTS_DIR = path.join(ROOT, 'bench/results');
+import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
 
 /** The two arguments the manager appends (interface host:port, machine ip), as it computes them here. */
 const NODE_TAIL = ['127.0.0.1:7071', '127.0.0.1'];
@@ -47,10 +42,6 @@ const CONFIG = {
 
 // ---- small utilities ----------------------------------------------------------
 
-const now = () => performance.now();
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
 function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   // Nearest rank.
@@ -70,44 +61,7 @@ function log(msg: string): void {
 }
 const T0 = now();
 
-function machine() {
-  let nproc = String(os.availableParallelism());
-  try {
-    nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
-  } catch {
-    /* keep os.availableParallelism() */
-  }
-  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
-  const memTotalKiB = Number(/^MemTotal:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
-  return { nproc: Number(nproc), node: process.version, cpuModel: model, kernel: os.release(), memTotalMiB: Math.round(memTotalKiB / 1024), clkTck: clkTck() };
-}
-
-let CLK_TCK_CACHE: number | undefined;
-function clkTck(): number {
-  if (CLK_TCK_CACHE === undefined) {
-    try {
-      CLK_TCK_CACHE = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    } catch {
-      CLK_TCK_CACHE = 100;
-    }
-  }
-  return CLK_TCK_CACHE;
-}
-
-function vmRssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s*kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]);
-}
-
 const ticksMs = (ticks: number) => round((ticks / clkTck()) * 1000, 1);
-
-function cpuTicks(pid: number): number {
-  const st = readStat(pid);
-  if (!st) throw new Error(`pid ${pid} is gone`);
-  return st.cpuTicks;
-}
 
 /** Pids whose command line contains `needle`, via pgrep -f (run without a shell, so it doesn't match itself). */
 function pgrep(needle: string): number[] {
@@ -120,61 +74,6 @@ function pgrep(needle: string): number[] {
 }
 
 // ---- the manager subprocess -------------------------------------------------------
-
-interface Manager {
-  pid: number;
-  address: string;
-  proc: ChildProcess;
-  stderrTail: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function startManager(extraArgs: string[], logDir: string): Promise<Manager> {
-  const args = [CLI, 'manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', logDir, '--stats-interval-ms', String(CONFIG.statsIntervalMs), ...extraArgs];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  proc.stderr!.on('data', (d) => {
-    stderr += d;
-    if (stderr.length > 64 * 1024) stderr = stderr.slice(-32 * 1024);
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`manager printed no listening line within 15 s:\n${stderr}`)), 15_000);
-    proc.stdout!.on('data', (d) => {
-      stdout += d;
-      const m = /^listening (\S+)$/m.exec(stdout);
-      if (!m || proc.pid === undefined) return;
-      clearTimeout(timer);
-      proc.stdout!.removeAllListeners('data');
-      proc.stdout!.resume();
-      resolve({ pid: proc.pid, address: m[1], proc, stderrTail: () => stderr, exited });
-    });
-    proc.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`manager exited (code ${code}, signal ${signal}) before listening:\n${stderr}`));
-    });
-  });
-}
-
-/** SIGTERM, wait for the exit (the manager kills and reaps its nodes first); SIGKILL after `timeoutMs`. */
-async function stopManager(m: Manager, timeoutMs = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number; forced: boolean }> {
-  const t0 = now();
-  if (m.proc.exitCode !== null || m.proc.signalCode !== null) return { code: m.proc.exitCode, signal: m.proc.signalCode, ms: 0, forced: false };
-  m.proc.kill('SIGTERM');
-  let forced = false;
-  const timer = setTimeout(() => {
-    forced = true;
-    m.proc.kill('SIGKILL');
-  }, timeoutMs);
-  const r = await m.exited;
-  clearTimeout(timer);
-  return { ...r, ms: round(now() - t0, 1), forced };
-}
 
 // ---- the bare baseline ------------------------------------------------------------
 
@@ -366,7 +265,7 @@ async function main(): Promise<void> {
   const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}x` : '-');
 
   // -- manager A: lightweight nodes ---------------------------------------------------
-  const mgrA = await startManager(['--node-command', lightNode], path.join(tmpRoot, 'logs-a'));
+  const mgrA = await startManager(['--stats-interval-ms', String(CONFIG.statsIntervalMs), '--node-command', lightNode], path.join(tmpRoot, 'logs-a'));
   managers.add(mgrA);
   log(`manager A pid ${mgrA.pid} at ${mgrA.address}`);
   const client = await HerdClient.connect(mgrA.address);
@@ -516,7 +415,7 @@ async function main(): Promise<void> {
   // 3. Real example nodes (default --node-command), wait "connected". A second manager, since the
   // node command is fixed per manager; the --node-arg tag only puts the tmp path into the nodes'
   // command lines for the leftover check (the example node reads just its last two args).
-  const mgrB = await startManager([`--node-arg=--bench-tag=${tmpRoot}`], path.join(tmpRoot, 'logs-b'));
+  const mgrB = await startManager(['--stats-interval-ms', String(CONFIG.statsIntervalMs), `--node-arg=--bench-tag=${tmpRoot}`], path.join(tmpRoot, 'logs-b'));
   managers.add(mgrB);
   log(`manager B (example node) pid ${mgrB.pid} at ${mgrB.address}`);
   const clientB = await HerdClient.connect(mgrB.address);

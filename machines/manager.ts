@@ -3,18 +3,24 @@
 // State-changing commands (generate, reset, kill) are queued and applied one at a
 // time, in arrival order. `generate` is reset-then-generate as one sequence:
 //
-//   idle -> dispatching -> resetting (stop every live node, wait until all are reaped)
+//   idle -> dispatching -> resetting (stop every live node, wait until all are reaped,
+//           then sweep for descendants that escaped their group)
 //        -> cleared (drop the old actors) -> spawning (generation + 1, n new nodes)
-//        -> idle, or -> rollingBack (a node failed to start: stop the rest) -> idle
-//   idle -> dispatching -> killing (one node) -> idle
+//        -> idle, or -> rollingBack (a node failed to start: stop the rest, sweep) -> idle
+//   idle -> dispatching -> killing (one node, then sweep for its strays) -> idle
+//
+// The sweep is the invoked actor `sweep`, supplied by src/ (a /proc scan for the
+// run id); it answers how many stray processes it killed. A rolled-back
+// generation's nodes stay listed (killed, or failed with the OS error) until the
+// next reset.
 //
 // `connect`, `wait.expired` and node updates are handled in every state; `status`
 // is a pure query of the snapshot (statusOf). Replies and published events leave
 // through the actions `reply` and `publish`, which src/ supplies; this chart does
 // no I/O and keeps no timers (a wait's deadline arrives as `wait.expired`).
 
-import { ActorRefFrom, assign, enqueueActions, setup } from 'xstate';
-import type { ManagerEvent, NodeInfo, StatusResult, WaitMode, WireError } from '../src/protocol';
+import { ActorRefFrom, and, assign, enqueueActions, fromPromise, setup } from 'xstate';
+import type { ManagerEvent, NodeInfo, ResetResult, StatusResult, StopOutcome, WaitMode, WireError } from '../src/protocol';
 import { nodeMachine, NodeUpdate, NodeView } from './node';
 
 export type GenerateCommand = {
@@ -67,6 +73,8 @@ export interface ManagerContext {
   current: QueuedCommand | null;
   /** Live nodes when the current reset began: the `killed` count of its reply. */
   resetKilled: number;
+  /** Stray processes the last sweep killed. */
+  swept: number;
   waiters: Waiter[];
 }
 
@@ -139,6 +147,41 @@ function settleWaiters(waiters: Waiter[], nodes: NodeView[], generation: number)
   return { remaining, replies };
 }
 
+/** What the `sweep` actor is asked: the whole run (reset), or one node's strays (kill). */
+export interface SweepInput {
+  generation: number;
+  index: number | null;
+}
+
+/**
+ * The states of a command that stops nodes: wait until every node it stopped is
+ * reaped, then sweep for their strays. The sweep is skipped when nothing was
+ * stopped (`skip`): a kill naming no node must never sweep the whole run.
+ */
+function stopThenSweep(done: 'allGone' | 'killTargetGone', index: (c: ManagerContext) => number | null, skip: 'noNodes' | 'noKillTarget') {
+  return {
+    initial: 'stopping' as const,
+    states: {
+      stopping: {
+        always: [
+          { guard: and([done, skip]), target: 'swept' },
+          { guard: done, target: 'sweeping' },
+        ],
+      },
+      sweeping: {
+        invoke: {
+          src: 'sweep' as const,
+          input: ({ context }: { context: ManagerContext }): SweepInput => ({ generation: context.generation, index: index(context) }),
+          onDone: { target: 'swept', actions: { type: 'recordSweep' as const, params: ({ event }: { event: { output: number } }) => event.output } },
+          // The sweep is best effort; the nodes themselves are already reaped.
+          onError: { target: 'swept' },
+        },
+      },
+      swept: { type: 'final' as const },
+    },
+  };
+}
+
 export const managerMachine = setup({
   types: {
     context: {} as ManagerContext,
@@ -146,7 +189,11 @@ export const managerMachine = setup({
     input: {} as ManagerInput,
     emitted: {} as ManagerEmitted,
   },
-  actors: { node: nodeMachine },
+  actors: {
+    node: nodeMachine,
+    // Placeholder: src/ supplies the /proc sweep.
+    sweep: fromPromise<number, SweepInput>(async () => 0),
+  },
   actions: {
     enqueue: enqueueActions(({ context, event, enqueue }) => {
       const cmd = event as QueuedCommand;
@@ -156,6 +203,8 @@ export const managerMachine = setup({
       }
       enqueue.assign({ queue: [...context.queue, cmd] });
     }),
+
+    recordSweep: assign((_, swept: number) => ({ swept })),
 
     dequeue: assign(({ context }) => ({ current: context.queue[0], queue: context.queue.slice(1) })),
 
@@ -174,14 +223,24 @@ export const managerMachine = setup({
       const nodes: NodeView[] = [];
       const refs: ActorRefFrom<typeof nodeMachine>[] = [];
       for (let index = 0; index < cmd.n; index++) {
-        nodes.push({ index, generation, phase: 'launching', pid: null, startedAt: null, connectedAt: null, exitCode: null, signal: null, failure: null });
-        refs.push(spawn('node', { id: `g${generation}-n${index}`, input: { index, generation, interface: cmd.interface, machineIp: cmd.machineIp } }));
+        nodes.push({ index, generation, phase: 'launching', pid: null, startedAt: null, connectedAt: null, exitCode: null, signal: null, outcome: null, escaped: 0, failure: null });
+        refs.push(spawn('node', { id: `n${index}`, input: { index, generation, interface: cmd.interface, machineIp: cmd.machineIp } }));
       }
       return { generation, target: cmd.n, nodes, refs };
     }),
 
     replyReset: enqueueActions(({ context, enqueue }) => {
-      enqueue.emit(asReply({ to: context.current!.to, result: { killed: context.resetKilled } }));
+      const outcomes: Record<StopOutcome, number> = { exited: 0, terminated: 0, killed: 0 };
+      const nodes: ResetResult['nodes'] = [];
+      let cgroup = 0;
+      for (const n of context.nodes) {
+        cgroup += n.escaped;
+        if (n.outcome === null || n.pid === null) continue; // never started
+        outcomes[n.outcome]++;
+        nodes.push({ index: n.index, pid: n.pid, outcome: n.outcome, exitCode: n.exitCode, signal: n.signal });
+      }
+      const result: ResetResult = { killed: context.resetKilled, outcomes, nodes, strays: { cgroup, sweep: context.swept } };
+      enqueue.emit(asReply({ to: context.current!.to, result: { ...result } }));
       enqueue.assign({ current: null });
     }),
 
@@ -227,7 +286,7 @@ export const managerMachine = setup({
       const node = findNode(context.nodes, cmd);
       const reply: ManagerReply =
         node && node.pid !== null
-          ? { to: cmd.to, result: { pid: node.pid, exitCode: node.exitCode, signal: node.signal } }
+          ? { to: cmd.to, result: { pid: node.pid, exitCode: node.exitCode, signal: node.signal, outcome: node.outcome } }
           : {
               to: cmd.to,
               error: {
@@ -299,6 +358,8 @@ export const managerMachine = setup({
     isKill: ({ context }) => context.current?.type === 'kill',
     isGenerate: ({ context }) => context.current?.type === 'generate',
     allGone: ({ context }) => context.nodes.every(isGone),
+    noNodes: ({ context }) => context.nodes.length === 0,
+    noKillTarget: ({ context }) => !findNode(context.nodes, context.current as KillCommand),
     anyFailed: ({ context }) => context.nodes.some((n) => n.phase === 'failed'),
     noneLaunching: ({ context }) => context.nodes.every((n) => n.phase !== 'launching'),
     killTargetGone: ({ context }) => {
@@ -317,6 +378,7 @@ export const managerMachine = setup({
     queue: [],
     current: null,
     resetKilled: 0,
+    swept: 0,
     waiters: [],
   }),
   on: {
@@ -337,12 +399,15 @@ export const managerMachine = setup({
       always: [{ guard: 'isKill', target: 'killing' }, { target: 'resetting' }],
     },
     resetting: {
-      entry: [assign({ resetKilled: ({ context }) => context.nodes.filter(isLive).length }), 'stopLive'],
-      always: { guard: 'allGone', target: 'cleared' },
+      entry: [assign({ resetKilled: ({ context }) => context.nodes.filter(isLive).length, swept: 0 }), 'stopLive'],
+      ...stopThenSweep('allGone', () => null, 'noNodes'),
+      onDone: 'cleared',
     },
     cleared: {
-      entry: 'dropNodes',
-      always: [{ guard: 'isGenerate', target: 'spawning' }, { target: 'idle', actions: 'replyReset' }],
+      always: [
+        { guard: 'isGenerate', target: 'spawning', actions: 'dropNodes' },
+        { target: 'idle', actions: ['replyReset', 'dropNodes'] },
+      ],
     },
     spawning: {
       entry: 'spawnNodes',
@@ -352,12 +417,14 @@ export const managerMachine = setup({
       ],
     },
     rollingBack: {
-      entry: 'stopLive',
-      always: { guard: 'allGone', target: 'idle', actions: ['replySpawnFailed', 'dropNodes'] },
+      entry: [assign({ swept: 0 }), 'stopLive'],
+      ...stopThenSweep('allGone', () => null, 'noNodes'),
+      onDone: { target: 'idle', actions: 'replySpawnFailed' },
     },
     killing: {
-      entry: 'killTarget',
-      always: { guard: 'killTargetGone', target: 'idle', actions: 'replyKill' },
+      entry: [assign({ swept: 0 }), 'killTarget'],
+      ...stopThenSweep('killTargetGone', (c) => (findNode(c.nodes, c.current as KillCommand) as NodeView).index, 'noKillTarget'),
+      onDone: { target: 'idle', actions: 'replyKill' },
     },
   },
 });
@@ -365,19 +432,26 @@ export const managerMachine = setup({
 export type ManagerActor = ActorRefFrom<typeof managerMachine>;
 type ManagerSnapshot = ReturnType<ManagerActor['getSnapshot']>;
 
+/** The top-level state's name ("resetting", not "resetting.sweeping"): what `status` reports. */
+function stateName(value: ManagerSnapshot['value']): string {
+  return typeof value === 'string' ? value : Object.keys(value)[0];
+}
+
 /** The `status` result: a pure read of the manager's snapshot. */
 export function statusOf(snapshot: ManagerSnapshot): StatusResult {
   const { context } = snapshot;
   const counts = { spawning: 0, running: 0, killed: 0 };
   const nodes: NodeInfo[] = [];
+  const failed: StatusResult['failed'] = [];
   for (const n of context.nodes) {
     if (n.phase === 'launching') counts.spawning++;
+    if (n.failure !== null && n.failure.code !== 'ECANCELED') failed.push({ index: n.index, ...n.failure });
     const info = nodeInfo(n);
     if (!info) continue;
     counts[info.state]++;
     nodes.push(info);
   }
-  return { state: String(snapshot.value), generation: context.generation, target: context.target, counts, nodes };
+  return { state: stateName(snapshot.value), generation: context.generation, target: context.target, counts, nodes, failed };
 }
 
 /** Pids and indexes of the live nodes (for the stats sampler). */

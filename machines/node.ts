@@ -5,10 +5,14 @@
 //   spawning.started / running --stop--> stopping --process.exited--> killed
 //   spawning.launching --process.failed--> failed    (the OS refused to start it)
 //
+// How a node ended is kept as its outcome: `exited` (on its own, before any stop),
+// `terminated` (after the stop's SIGTERM) or `killed` (SIGKILL after the grace period).
+//
 // The process itself is the invoked actor `process`, supplied from src/ (see
 // src/launcher.ts). This chart only decides; it performs no I/O and keeps no timers.
 
 import { assertEvent, assign, fromCallback, sendParent, sendTo, setup } from 'xstate';
+import type { StopOutcome } from '../src/protocol';
 
 /** What the manager passes to each node it spawns. */
 export interface NodeInput {
@@ -26,7 +30,17 @@ export type NodePhase = 'launching' | 'spawning' | 'running' | 'stopping' | 'kil
 export type ProcessEvent =
   | { type: 'process.started'; pid: number; at: number }
   | { type: 'process.failed'; code: string; message: string }
-  | { type: 'process.exited'; exitCode: number | null; signal: string | null };
+  | {
+      type: 'process.exited';
+      exitCode: number | null;
+      signal: string | null;
+      /** The grace period ran out and the group was sent SIGKILL. */
+      escalated: boolean;
+      /** Descendants outside the node's process group that the cgroup layer killed. */
+      escaped: number;
+    };
+
+
 
 /** Events the manager sends to a node. */
 export type NodeCommand = { type: 'connect'; at: number; nodeId?: unknown } | { type: 'stop' };
@@ -48,6 +62,8 @@ export interface NodeContext {
   nodeId?: unknown;
   exitCode: number | null;
   signal: string | null;
+  outcome: StopOutcome | null;
+  escaped: number;
   /** Why the OS would not start it (phase `failed`): an errno name and message. */
   failure: { code: string; message: string } | null;
 }
@@ -73,9 +89,10 @@ export const nodeMachine = setup({
   actions: {
     report: sendParent(({ context }, phase: NodePhase): NodeUpdate => ({ type: 'node.update', view: viewOf(context, phase) })),
     stopProcess: sendTo('process', { type: 'stop' }),
-    recordExit: assign(({ event }) => {
+    recordExit: assign(({ event }, stopped: boolean) => {
       assertEvent(event, 'process.exited');
-      return { exitCode: event.exitCode, signal: event.signal };
+      const outcome: StopOutcome = !stopped ? 'exited' : event.escalated ? 'killed' : 'terminated';
+      return { exitCode: event.exitCode, signal: event.signal, outcome, escaped: event.escaped };
     }),
   },
 }).createMachine({
@@ -87,6 +104,8 @@ export const nodeMachine = setup({
     connectedAt: null,
     exitCode: null,
     signal: null,
+    outcome: null,
+    escaped: 0,
     failure: null,
   }),
   invoke: { id: 'process', src: 'process', input: ({ context }) => context.input },
@@ -94,7 +113,7 @@ export const nodeMachine = setup({
   states: {
     spawning: {
       initial: 'launching',
-      on: { 'process.exited': { target: 'killed', actions: 'recordExit' } },
+      on: { 'process.exited': { target: 'killed', actions: { type: 'recordExit', params: false } } },
       states: {
         launching: {
           on: {
@@ -125,15 +144,15 @@ export const nodeMachine = setup({
     running: {
       entry: { type: 'report', params: 'running' },
       on: {
-        'process.exited': { target: 'killed', actions: 'recordExit' },
-        // A repeated connect refreshes the node's self-chosen id but is otherwise a no-op.
-        connect: { actions: assign(({ event }) => ({ nodeId: event.nodeId })) },
+        'process.exited': { target: 'killed', actions: { type: 'recordExit', params: false } },
+        // A repeated connect refreshes the node's self-chosen id (reported, so status shows it).
+        connect: { actions: [assign(({ event }) => ({ nodeId: event.nodeId })), { type: 'report', params: 'running' }] },
         stop: 'stopping',
       },
     },
     stopping: {
       entry: ['stopProcess', { type: 'report', params: 'stopping' }],
-      on: { 'process.exited': { target: 'killed', actions: 'recordExit' } },
+      on: { 'process.exited': { target: 'killed', actions: { type: 'recordExit', params: true } } },
     },
     killed: { type: 'final', entry: { type: 'report', params: 'killed' } },
     failed: { type: 'final', entry: { type: 'report', params: 'failed' } },

@@ -36,6 +36,7 @@ Options of every controller command:
                          default 127.0.0.1:7070)
   --hosts FILE           managers listed one host[:port] per line, # comments
   --token-file FILE      send the token in FILE (hello) before the command
+                         (default: $HERD_TOKEN_FILE)
   --connect-timeout MS   give up on an unreachable manager after MS (default 5000)
   --json                 machine output: {"host:port": result or {"error": {code, message}}}
                          (watch: one JSON object per line)
@@ -103,7 +104,7 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 function showStatus(s: CommandResults['status']): string[] {
   const c = s.counts;
   const head = `state ${s.state}  generation ${s.generation}  target ${s.target}  spawning ${c.spawning}  running ${c.running}  killed ${c.killed}`;
-  if (s.nodes.length === 0) return [head];
+  if (s.nodes.length === 0) return [head, ...showFailed(s.failed ?? [])];
   const now = Date.now();
   const withId = s.nodes.some((n) => n.nodeId !== undefined && n.nodeId !== null);
   const rows = [...s.nodes].sort((a, b) => a.index - b.index).map((n: NodeInfo) => [
@@ -116,7 +117,14 @@ function showStatus(s: CommandResults['status']): string[] {
     n.state !== 'killed' ? '-' : (n.signal ?? (n.exitCode != null ? String(n.exitCode) : '?')),
     ...(withId ? [typeof n.nodeId === 'string' ? n.nodeId : toJson(n.nodeId ?? null)] : []),
   ]);
-  return [head, ...table(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT', ...(withId ? ['NODE-ID'] : [])], rows, '  ')];
+  return [head, ...table(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT', ...(withId ? ['NODE-ID'] : [])], rows, '  '), ...showFailed(s.failed ?? [])];
+}
+
+/** Nodes the OS refused to start (herd's addition to status), a few lines at most. */
+function showFailed(failed: CommandResults['status']['failed']): string[] {
+  if (failed.length === 0) return [];
+  const shown = failed.slice(0, 5).map((f) => `failed  index ${f.index}  ${f.code}: ${f.message}`);
+  return failed.length > 5 ? [...shown, `failed  ... and ${failed.length - 5} more (--json lists all)`] : shown;
 }
 
 function showStats(s: CommandResults['stats']): string[] {
@@ -131,6 +139,15 @@ function showGenerate(r: CommandResults['generate'], wait: WaitMode): string[] {
   const nodes = [...r.nodes].sort((a, b) => a.index - b.index);
   const pids = nodes.length > 0 ? `  pids ${ranges(nodes.map((n) => n.pid))}` : '';
   return [`generation ${r.generation}: ${plural(nodes.length, 'node')} ${wait}${pids}`];
+}
+
+function showReset(r: CommandResults['reset']): string[] {
+  // The contract guarantees only `killed`; outcomes and strays are herd's additions.
+  let line = `killed ${r.killed}`;
+  if (r.outcomes) line += `  (terminated ${r.outcomes.terminated}, killed after grace ${r.outcomes.killed}, had exited ${r.outcomes.exited})`;
+  const strays = r.strays ? r.strays.cgroup + r.strays.sweep : 0;
+  if (strays > 0) line += `  strays killed ${strays} (cgroup ${r.strays.cgroup}, run-id sweep ${r.strays.sweep})`;
+  return [line];
 }
 
 function showKill(r: CommandResults['kill']): string[] {
@@ -210,7 +227,7 @@ const COMMANDS: Record<string, Command> = {
   },
   status: { usage: 'herd status', run: simple((c) => c.status(), showStatus) },
   stats: { usage: 'herd stats', run: simple((c) => c.stats(), showStats) },
-  reset: { usage: 'herd reset', run: simple((c) => c.reset(), (r) => [`killed ${r.killed}`]) },
+  reset: { usage: 'herd reset', run: simple((c) => c.reset(), showReset) },
   kill: {
     usage: 'herd kill --pid P | --index I',
     options: { pid: { type: 'string' }, index: { type: 'string' } },
@@ -360,7 +377,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
     const { values, positionals } = parsed;
     if (positionals.length > (cmd.positionals ?? 0)) throw new UsageError(`unexpected argument "${positionals[cmd.positionals ?? 0]}"`);
     const targets = resolveTargets({ managers: values.manager as string[] | undefined, hostsFile: values.hosts as string | undefined });
-    const tokenFile = values['token-file'] as string | undefined;
+    // The same variable the manager reads, so one export serves both sides.
+    const tokenFile = (values['token-file'] as string | undefined) ?? (process.env.HERD_TOKEN_FILE || undefined);
     const token = tokenFile !== undefined ? readTokenFile(tokenFile) : undefined;
     const conn: ConnectOptions = {
       // The hello carries our name too, for the manager's log (no extra round trip without a token).

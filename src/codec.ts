@@ -47,7 +47,12 @@ function wireValue(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(wireValue);
   if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = wireValue(v);
+    for (const [k, v] of Object.entries(value)) {
+      if (v === undefined) continue;
+      // `out[k] = v` with k = "__proto__" would replace out's prototype instead.
+      if (k === '__proto__') Object.defineProperty(out, k, { value: wireValue(v), enumerable: true, writable: true, configurable: true });
+      else out[k] = wireValue(v);
+    }
     return out;
   }
   return value;
@@ -143,39 +148,54 @@ export type FrameEvent = { kind: 'frame'; body: Buffer } | { kind: 'bad-length';
 /**
  * Cuts a byte stream into frame bodies. A length of 0 or over `maxFrame` cannot
  * be resynchronised: it is reported once and the decoder stops yielding.
+ * At most one frame (header + `maxFrame` bytes) is ever buffered beyond what
+ * the caller has not taken yet.
  */
 export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private broken = false;
 
-  constructor(private readonly maxFrame: number) {}
+  /** May be changed between frames (the server raises it once a peer authenticates). */
+  constructor(public maxFrame: number) {}
 
   /** Bytes received but not yet part of a complete frame. */
   get pending(): number {
     return this.buffered;
   }
 
+  /** Appends `chunk` and returns every frame now complete. */
   push(chunk: Buffer): FrameEvent[] {
-    if (this.broken) return [];
+    this.append(chunk);
+    const out: FrameEvent[] = [];
+    for (let event = this.next(); event; event = this.next()) out.push(event);
+    return out;
+  }
+
+  /** Appends `chunk` without cutting frames; take them with `next()`. */
+  append(chunk: Buffer): void {
+    if (this.broken) return;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const out: FrameEvent[] = [];
-    while (this.buffered >= HEADER_BYTES) {
-      const head = this.peek(HEADER_BYTES);
-      const length = head.readUInt32BE(0);
-      if (length === 0 || length > this.maxFrame) {
-        this.broken = true;
-        this.chunks = [];
-        this.buffered = 0;
-        out.push({ kind: 'bad-length', length });
-        break;
-      }
-      if (this.buffered < HEADER_BYTES + length) break;
-      const frame = this.take(HEADER_BYTES + length);
-      out.push({ kind: 'frame', body: frame.subarray(HEADER_BYTES) });
+  }
+
+  /**
+   * The next complete frame, or null until more bytes arrive. One at a time,
+   * so that a caller can act on a frame (say, a hello) before the limit is
+   * applied to the next one.
+   */
+  next(): FrameEvent | null {
+    if (this.broken || this.buffered < HEADER_BYTES) return null;
+    const length = this.peek(HEADER_BYTES).readUInt32BE(0);
+    if (length === 0 || length > this.maxFrame) {
+      this.broken = true;
+      this.chunks = [];
+      this.buffered = 0;
+      return { kind: 'bad-length', length };
     }
-    return out;
+    if (this.buffered < HEADER_BYTES + length) return null;
+    const frame = this.take(HEADER_BYTES + length);
+    return { kind: 'frame', body: frame.subarray(HEADER_BYTES) };
   }
 
   private peek(n: number): Buffer {

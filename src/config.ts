@@ -1,10 +1,12 @@
 // Configuration of `herd manager`: the fixed command line of PROTOCOL.md, its
 // defaults, MANAGER_IPS, and the token file.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { readLimits } from './limits';
 import { DEFAULTS } from './protocol';
 
 export interface ManagerConfig {
@@ -16,18 +18,27 @@ export interface ManagerConfig {
   token: string | null;
   logDir: string;
   maxFrame: number;
+  /** --max-nodes, or what the host's limits allow (src/limits.ts). */
   maxNodes: number;
+  /** Where the run's state file goes (src/runstate.ts). */
+  stateDir: string;
   killGraceMs: number;
   statsIntervalMs: number;
+  /** Listen on a non-loopback address without a token (--insecure). */
+  insecure: boolean;
+  /** With a token: ms a connection has to authenticate (HERD_AUTH_TIMEOUT_MS). */
+  authTimeoutMs: number;
+  /** Things the user should fix that do not stop the manager; logged at startup. */
+  warnings: string[];
 }
 
 export const EXAMPLE_NODE = path.resolve(__dirname, '../example/node.js');
-export const DEFAULT_MAX_NODES = 5000;
+export const DEFAULT_AUTH_TIMEOUT_MS = 10_000;
 
 export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--node-command PATH] [--node-arg=ARG]...
                     [--interface-port N] [--token-file FILE] [--log-dir DIR]
                     [--max-frame BYTES] [--max-nodes N] [--kill-grace-ms MS]
-                    [--stats-interval-ms MS]
+                    [--stats-interval-ms MS] [--state-dir DIR] [--insecure]
 
   --host ADDR              address to bind (default: the first address in MANAGER_IPS
                            that belongs to this machine, else 127.0.0.1)
@@ -37,12 +48,20 @@ export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--no
                            use the = form for values that start with -)
   --interface-port N       controller port given to nodes when generate names no
                            interface (default ${DEFAULTS.interfacePort})
-  --token-file FILE        require clients to send this token in hello
+  --token-file FILE        require clients to send this token in hello (default:
+                           $HERD_TOKEN_FILE); nodes receive it as HERD_TOKEN
   --log-dir DIR            manager.log, stats.jsonl and node output (default ./herd-logs)
   --max-frame BYTES        largest accepted frame (default ${DEFAULTS.maxFrame})
-  --max-nodes N            largest generate accepted (default ${DEFAULT_MAX_NODES})
+  --max-nodes N            largest generate accepted (default: what RLIMIT_NOFILE,
+                           RLIMIT_NPROC and pid_max allow; the startup log says which binds)
   --kill-grace-ms MS       SIGTERM to SIGKILL delay when killing a node (default ${DEFAULTS.killGraceMs})
   --stats-interval-ms MS   CPU sampling interval (default ${DEFAULTS.statsIntervalMs})
+  --state-dir DIR          state file for reaping leftovers after a crash (default
+                           $HERD_STATE_DIR, else /run/herd as root, else $XDG_RUNTIME_DIR/herd)
+  --insecure               allow a non-loopback --host without a token
+
+Environment: HERD_TOKEN_FILE (as --token-file), HERD_AUTH_TIMEOUT_MS (ms a
+connection has to send a valid hello when a token is set; default ${DEFAULT_AUTH_TIMEOUT_MS}).
 
 Prints "listening HOST:PORT" on stdout once it accepts connections.`;
 
@@ -63,15 +82,65 @@ export function defaultHost(managerIps = process.env.MANAGER_IPS): string {
   return mine ?? '127.0.0.1';
 }
 
-function readToken(file: string): string {
+/** Where the manager keeps its state file unless told: /run/herd as root, else a per-user runtime dir. */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HERD_STATE_DIR) return path.resolve(env.HERD_STATE_DIR);
+  if (process.getuid?.() === 0) return '/run/herd';
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'herd');
+  return path.join('/tmp', `herd-${process.getuid?.() ?? 'user'}`);
+}
+
+/** Addresses that only this machine can reach: 127.0.0.0/8 and ::1 (in any spelling), and `localhost`. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const loopback = new net.BlockList();
+  loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+  loopback.addAddress('::1', 'ipv6');
+  const kind = net.isIPv4(host) ? 'ipv4' : net.isIPv6(host) ? 'ipv6' : null;
+  return kind !== null && loopback.check(host, kind);
+}
+
+/** The token in `file` (named `source` in messages); a warning if other users can read it. */
+function readToken(file: string, source: string, warnings: string[]): string {
   let token: string;
+  let mode: number;
   try {
     token = readFileSync(file, 'utf8').trim();
+    mode = statSync(file).mode;
   } catch (err) {
-    throw new ConfigError(`cannot read --token-file ${file}: ${(err as Error).message}`);
+    throw new ConfigError(`cannot read ${source} ${file}: ${(err as Error).message}`);
   }
-  if (token === '') throw new ConfigError(`--token-file ${file} is empty; put a secret in it, e.g. openssl rand -hex 32 > ${file}`);
+  if (token === '') throw new ConfigError(`${source} ${file} is empty; put a secret in it, e.g. openssl rand -hex 32 > ${file}`);
+  if ((mode & 0o044) !== 0) {
+    const octal = (mode & 0o777).toString(8).padStart(4, '0');
+    warnings.push(`${source} ${file} is readable by other users (mode ${octal}); whoever reads it can start and kill processes through this manager: chmod 600 ${file}`);
+  }
   return token;
+}
+
+/** Without a token only loopback is safe to listen on, unless --insecure says the network is trusted. */
+function checkExposure(host: string, token: string | null, insecure: boolean, warnings: string[]): void {
+  if (token !== null || isLoopback(host)) return;
+  const risk = `anyone who can reach ${host} could start and kill processes on this machine`;
+  if (insecure) {
+    warnings.push(`listening on ${host} without a token (--insecure): ${risk}`);
+    return;
+  }
+  throw new ConfigError(
+    `refusing to listen on ${host} without a token: ${risk}.\n` +
+      `Make a token, copy the file to the controller too, and pass it:\n` +
+      `  openssl rand -hex 32 > /etc/herd/token && chmod 600 /etc/herd/token\n` +
+      `  herd manager --token-file /etc/herd/token ...   (or set HERD_TOKEN_FILE=/etc/herd/token)\n` +
+      `Or listen on 127.0.0.1, or pass --insecure if every host that can reach ${host} is trusted.`,
+  );
+}
+
+/** HERD_AUTH_TIMEOUT_MS, if set: a positive integer of ms. */
+function authTimeout(value: string | undefined): number {
+  if (value === undefined || value === '') return DEFAULT_AUTH_TIMEOUT_MS;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 2 ** 31 - 1) throw new ConfigError(`HERD_AUTH_TIMEOUT_MS must be an integer from 1 to ${2 ** 31 - 1} (ms), got "${value}"`);
+  return n;
 }
 
 export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ManagerConfig & { help: boolean } {
@@ -93,24 +162,36 @@ export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = proces
         'max-nodes': { type: 'string' },
         'kill-grace-ms': { type: 'string' },
         'stats-interval-ms': { type: 'string' },
+        'state-dir': { type: 'string' },
+        insecure: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
+  const warnings: string[] = [];
+  const host = values.host ?? defaultHost(env.MANAGER_IPS);
+  const tokenFile = values['token-file'] ?? (env.HERD_TOKEN_FILE || undefined);
+  const token = tokenFile !== undefined ? readToken(tokenFile, values['token-file'] !== undefined ? '--token-file' : 'HERD_TOKEN_FILE', warnings) : null;
+  const insecure = values.insecure ?? false;
+  if (!values.help) checkExposure(host, token, insecure, warnings);
   return {
     help: values.help ?? false,
-    host: values.host ?? defaultHost(env.MANAGER_IPS),
+    host,
     port: int('port', values.port, DEFAULTS.port, 0, 65535),
     nodeCommand: values['node-command'] ?? EXAMPLE_NODE,
     nodeArgs: values['node-arg'] ?? [],
     interfacePort: int('interface-port', values['interface-port'], DEFAULTS.interfacePort, 1, 65535),
-    token: values['token-file'] !== undefined ? readToken(values['token-file']) : null,
+    token,
     logDir: path.resolve(values['log-dir'] ?? 'herd-logs'),
     maxFrame: int('max-frame', values['max-frame'], DEFAULTS.maxFrame, 64, 2 ** 31 - 1),
-    maxNodes: int('max-nodes', values['max-nodes'], DEFAULT_MAX_NODES, 0),
+    maxNodes: int('max-nodes', values['max-nodes'], readLimits().maxNodes, 0),
+    stateDir: values['state-dir'] !== undefined ? path.resolve(values['state-dir']) : defaultStateDir(env),
     killGraceMs: int('kill-grace-ms', values['kill-grace-ms'], DEFAULTS.killGraceMs, 0),
     statsIntervalMs: int('stats-interval-ms', values['stats-interval-ms'], DEFAULTS.statsIntervalMs, 10),
+    insecure,
+    authTimeoutMs: authTimeout(env.HERD_AUTH_TIMEOUT_MS),
+    warnings,
   };
 }

@@ -5,8 +5,10 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
+import { Containment } from './containment';
 import { Launcher } from './launcher';
-import { closeLogger, createLogger, Logger } from './logger';
+import { FD_RESERVE, readLimits } from './limits';
+import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
 import { Sampler } from './sampler';
 import { formatAddress, isWildcard, ManagerServer } from './server';
 import { Supervisor } from './supervisor';
@@ -43,11 +45,31 @@ export async function runManager(argv: string[]): Promise<void> {
     process.exit(1);
   }
   const logger = createLogger({ logDir: config.logDir });
+  for (const warning of config.warnings) logger.warn(warning);
+  let containment: Containment | null = null;
   const fatal = async (message: string) => {
+    containment?.close();
     logger.error(message);
     await closeLogger(logger);
     process.exit(1);
   };
+
+  const limits = readLimits();
+  if (config.maxNodes > limits.maxNodes) {
+    logger.warn(`--max-nodes ${config.maxNodes} is more than this host's limits allow (${limits.maxNodes}, bound by ${limits.binding}); nodes beyond that will fail to start`);
+  }
+  try {
+    // Reaps what a crashed predecessor left behind before anything else starts.
+    containment = new Containment({
+      stateDir: config.stateDir,
+      logger,
+      cgroup: process.env.HERD_CGROUP !== 'off',
+      watchdog: path.join(__dirname, 'watchdog.js'),
+      watchdogLog: path.join(config.logDir, 'watchdog.log'),
+    });
+  } catch (err) {
+    return fatal(`cannot keep the run's state in --state-dir ${config.stateDir}: ${(err as Error).message}; choose a writable directory with --state-dir or HERD_STATE_DIR`);
+  }
 
   // HERD_MANAGER is filled in once the port is known, before any node can start.
   const nodeEnv: NodeJS.ProcessEnv = { ...process.env };
@@ -59,8 +81,11 @@ export async function runManager(argv: string[]): Promise<void> {
     logDir: config.logDir,
     killGraceMs: config.killGraceMs,
     logger,
+    containment,
+    maxLive: limits.nofile - FD_RESERVE,
+    maxLiveReason: `RLIMIT_NOFILE is ${limits.nofile} (${FD_RESERVE} kept for the manager)`,
   });
-  const supervisor = new Supervisor({ launcher, logger, maxQueue: MAX_QUEUE });
+  const supervisor = new Supervisor({ launcher, containment, logger, maxQueue: MAX_QUEUE });
   const sampler = new Sampler({
     intervalMs: config.statsIntervalMs,
     logFile: path.join(config.logDir, 'stats.jsonl'),
@@ -80,6 +105,7 @@ export async function runManager(argv: string[]): Promise<void> {
     logger,
     // Every node may hold a connection of its own, beside the controllers.
     maxConnections: config.maxNodes + 1024,
+    authTimeoutMs: config.authTimeoutMs,
   });
 
   let address: string;
@@ -100,34 +126,77 @@ export async function runManager(argv: string[]): Promise<void> {
   nodeEnv.HERD_MANAGER = isWildcard(config.host) ? `127.0.0.1:${port}` : address;
   await sampler.start();
 
+  // Signal handlers before the `listening` line: a signal sent as soon as it is read
+  // would otherwise meet the default action (SIGHUP and SIGTERM kill at once).
+  installLifecycle({ logger, server, supervisor, sampler, launcher, containment });
   process.stdout.write(`listening ${address}\n`);
   logger.info(`herd ${VERSION} manager listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
-
-  installLifecycle({ logger, server, supervisor, sampler, launcher });
+  logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}`);
 }
 
-function installLifecycle(parts: { logger: Logger; server: ManagerServer; supervisor: Supervisor; sampler: Sampler; launcher: Launcher }): void {
-  const { logger, server, supervisor, sampler, launcher } = parts;
+function installLifecycle(parts: {
+  logger: Logger;
+  server: ManagerServer;
+  supervisor: Supervisor;
+  sampler: Sampler;
+  launcher: Launcher;
+  containment: Containment;
+}): void {
+  const { logger, server, supervisor, sampler, launcher, containment } = parts;
   let stopping = false;
+  let forced = false;
+  let logClosing = false;
   const shutdown = async (signal: string) => {
     if (stopping) {
-      // A second signal: no more waiting on graceful exits.
+      // A second signal: no more waiting on graceful exits. A third one does not wait for the log either.
+      if (forced) process.exit(1);
+      forced = true;
       const n = launcher.killAll();
-      process.stderr.write(`herd manager: ${signal} again, sent SIGKILL to ${n} node group(s), exiting now\n`);
+      const line = `${signal} again: sent SIGKILL to ${n} node group(s); exiting now without waiting for them`;
+      if (logClosing) {
+        process.stderr.write(`herd manager: ${line}\n`);
+      } else {
+        logger.error(line);
+        await closeLogger(logger, 500);
+      }
       process.exit(1);
     }
     stopping = true;
-    logger.info(`${signal}: stopping nodes, then exiting`);
-    const closed = server.close();
-    const killed = await supervisor.shutdown();
-    await closed;
-    await sampler.stop();
-    logger.info(`stopped ${killed} node(s); bye`);
+    // Stop accepting first: no new client or node connection while the nodes are killed.
+    logger.info(`${signal}: no longer accepting connections; stopping nodes, then exiting`);
+    let code = 0;
+    try {
+      const closed = server.close();
+      const killed = await supervisor.shutdown();
+      await closed;
+      await sampler.stop();
+      // A second signal took over (and its SIGKILLs are why the nodes are gone): it exits, with status 1.
+      if (forced) return;
+      // Everything is reaped: the state file and cgroups go, the watchdog has nothing to do.
+      containment.close();
+      logger.info(`stopped ${killed} node(s); bye`);
+    } catch (err) {
+      if (forced) return;
+      code = 1;
+      const n = launcher.killAll();
+      logger.error(`shutdown failed: ${(err as Error)?.stack ?? err}; sent SIGKILL to ${n} node group(s); bye`);
+    }
+    logClosing = true;
     await closeLogger(logger);
-    process.exit(0);
+    process.exit(code);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+  // logrotate's move-then-HUP: manager.log is reopened (a new file on the same path),
+  // stats.jsonl is opened per line and follows by itself; a deleted log directory is re-created.
+  process.on('SIGHUP', () => {
+    if (stopping) return; // the logs are being closed anyway
+    logger.info('SIGHUP: reopening manager.log and stats.jsonl');
+    const reopened = reopenLogFiles(logger);
+    sampler.reopen();
+    // On failure reopenLogFiles has logged the error and keeps retrying.
+    if (reopened?.ok) logger.info(`SIGHUP: reopened ${reopened.file}; stats.jsonl continues in the same directory`);
+  });
   // A bug must not take every node on this host down with the daemon: log, keep serving.
   process.on('uncaughtException', (err) => logger.error(`internal error (uncaught): ${err.stack ?? err}`));
   process.on('unhandledRejection', (err) => logger.error(`internal error (unhandled rejection): ${(err as Error)?.stack ?? err}`));

@@ -14,6 +14,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fromCallback } from 'xstate';
 import type { NodeInput, ProcessEvent, ProcessStop } from '../machines/node';
+import type { Containment } from './containment';
 import type { Logger } from './logger';
 
 export interface LauncherOptions {
@@ -24,6 +25,16 @@ export interface LauncherOptions {
   logDir: string;
   killGraceMs: number;
   logger: Logger;
+  /** Records, moves into cgroups and sweeps up after the nodes (see src/containment.ts). */
+  containment: Containment;
+  /**
+   * Nodes that may be alive at once before a launch is refused with EMFILE: each
+   * holds one of the manager's descriptors with its connection, and a manager out
+   * of descriptors could no longer answer its controller.
+   */
+  maxLive: number;
+  /** Where the bound comes from, for the error message. */
+  maxLiveReason?: string;
   /** Event-loop time one slice of launches may take before yielding. */
   sliceMs?: number;
 }
@@ -35,6 +46,8 @@ interface Launch {
   pid: number | null;
   exited: boolean;
   cancelled: boolean;
+  /** The grace period ran out and the group got SIGKILL. */
+  escalated: boolean;
   graceTimer: NodeJS.Timeout | null;
 }
 
@@ -61,7 +74,7 @@ export class Launcher {
 
   /** The actor logic for machines/node.ts `process`. */
   readonly processLogic = fromCallback<ProcessStop, NodeInput>(({ input, sendBack, receive }) => {
-    const launch: Launch = { input, report: sendBack, child: null, pid: null, exited: false, cancelled: false, graceTimer: null };
+    const launch: Launch = { input, report: sendBack, child: null, pid: null, exited: false, cancelled: false, escalated: false, graceTimer: null };
     this.enqueue(launch);
     receive(() => this.stop(launch));
     // The actor is stopped when its node is dropped, or when the manager shuts down.
@@ -73,11 +86,12 @@ export class Launcher {
     return [...this.live.keys()];
   }
 
-  /** SIGKILL every live group at once (crash recovery, forced shutdown). Synchronous. */
+  /** SIGKILL every live group and every stray of the run at once (crash recovery, forced shutdown). Synchronous. */
   killAll(): number {
     for (const launch of this.live.values()) signalGroup(launch.pid!, 'SIGKILL');
     for (const launch of this.queue) launch.cancelled = true;
     this.queue.length = 0;
+    this.opts.containment.sweep(null);
     return this.live.size;
   }
 
@@ -111,6 +125,14 @@ export class Launcher {
 
   private start(launch: Launch): void {
     const { input } = launch;
+    if (this.live.size >= this.opts.maxLive) {
+      const err: NodeJS.ErrnoException = new Error(
+        `${this.live.size} nodes are alive and each needs one of the manager's file descriptors; ${this.opts.maxLiveReason ?? 'RLIMIT_NOFILE'}: raise it (ulimit -n, LimitNOFILE=) or start fewer nodes`,
+      );
+      err.code = 'EMFILE';
+      this.fail(launch, err);
+      return;
+    }
     let fd: number | null = null;
     let child: ChildProcess;
     try {
@@ -119,7 +141,7 @@ export class Launcher {
       child = spawn(this.opts.command, [...this.opts.args, input.interface, input.machineIp], {
         detached: true,
         stdio: ['ignore', fd, fd],
-        env: { ...this.opts.env, HERD_INDEX: String(input.index), HERD_GENERATION: String(input.generation) },
+        env: { ...this.opts.env, ...this.opts.containment.env(), HERD_INDEX: String(input.index), HERD_GENERATION: String(input.generation) },
       });
     } catch (err) {
       this.fail(launch, err as NodeJS.ErrnoException);
@@ -138,6 +160,7 @@ export class Launcher {
     if (child.pid === undefined) return; // the 'error' event follows
     launch.pid = child.pid;
     this.live.set(child.pid, launch);
+    this.opts.containment.started(child.pid, input.generation, input.index);
     child.on('exit', (code, signal) => this.exited(launch, code, signal));
     launch.report({ type: 'process.started', pid: child.pid, at: Date.now() });
   }
@@ -153,10 +176,13 @@ export class Launcher {
     const pid = launch.pid!;
     // The leader is reaped; whatever it left in its group dies with it.
     signalGroup(pid, 'SIGKILL');
+    const escaped = this.opts.containment.reaped(pid, launch.input.generation, launch.input.index);
+    if (escaped > 0) this.opts.logger.warn(`node ${launch.input.index} (pid ${pid}) left ${escaped} process(es) outside its group; killed through its cgroup`);
     launch.exited = true;
     if (launch.graceTimer) clearTimeout(launch.graceTimer);
     this.live.delete(pid);
-    launch.report({ type: 'process.exited', exitCode: code, signal });
+    if (this.live.size === 0 && this.queue.length === 0) this.opts.containment.idle();
+    launch.report({ type: 'process.exited', exitCode: code, signal, escalated: launch.escalated, escaped });
   }
 
   /** SIGTERM to the group, SIGKILL after the grace period. */
@@ -172,9 +198,12 @@ export class Launcher {
     }
     if (launch.graceTimer) return;
     signalGroup(launch.pid, 'SIGTERM');
+    // A stopped (SIGSTOP) node would hold SIGTERM pending until the grace runs out.
+    signalGroup(launch.pid, 'SIGCONT');
     launch.graceTimer = setTimeout(() => {
       if (!launch.exited) {
         this.opts.logger.warn(`node ${launch.input.index} (pid ${launch.pid}) ignored SIGTERM for ${this.opts.killGraceMs} ms; sending SIGKILL`);
+        launch.escalated = true;
         signalGroup(launch.pid!, 'SIGKILL');
       }
     }, this.opts.killGraceMs);

@@ -89,12 +89,28 @@ export interface StatsResult { host: HostStats; nodes: NodeStats[] }
 
 export interface NodeCounts { spawning: number; running: number; killed: number }
 
+/** A node of the current generation that the OS refused to start (herd's addition to `status`). */
+export interface NodeFailure { index: number; code: string; message: string }
+
 export interface StatusResult {
   state: string;
   generation: number;
   target: number;
   counts: NodeCounts;
   nodes: NodeInfo[];
+  failed: NodeFailure[];
+}
+
+/** How a stopped node ended: on its own, after SIGTERM, or by SIGKILL after the grace period. */
+export type StopOutcome = 'exited' | 'terminated' | 'killed';
+
+/** herd's additions to the `reset` result: what each node did, and what each containment layer caught. */
+export interface ResetResult {
+  killed: number;
+  outcomes: Record<StopOutcome, number>;
+  nodes: { index: number; pid: number; outcome: StopOutcome; exitCode: number | null; signal: string | null }[];
+  /** Descendants that had left their node's process group, caught by the cgroup layer or the run-id sweep. */
+  strays: { cgroup: number; sweep: number };
 }
 
 /** Result fields of each command (the reply adds `id` and `ok: true`). */
@@ -104,8 +120,8 @@ export interface CommandResults {
   generate: { generation: number; nodes: { index: number; pid: number }[] };
   connect: { index: number; generation: number };
   status: StatusResult;
-  reset: { killed: number };
-  kill: { pid: number; exitCode: number | null; signal: string | null };
+  reset: ResetResult;
+  kill: { pid: number; exitCode: number | null; signal: string | null; outcome: StopOutcome | null };
   stats: StatsResult;
   subscribe: { topics: Topic[] };
 }

@@ -178,6 +178,21 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
     await this.inFlight;
   }
 
+  /**
+   * SIGHUP (log rotation). The stats log is opened per line, so a moved
+   * stats.jsonl is left alone from the next sample on, with nothing to reopen;
+   * this re-creates the log directory if it was deleted. A failure is reported
+   * (once, as for a failed write), and the next sample tries the file again.
+   */
+  reopen(): void {
+    if (!this.opts.logFile) return;
+    try {
+      mkdirSync(path.dirname(this.opts.logFile), { recursive: true });
+    } catch (err) {
+      this.logWriteFailed(err as NodeJS.ErrnoException);
+    }
+  }
+
   private tick(): void {
     if (this.inFlight) {
       this.opts.logger.debug('stats sample skipped: the previous one is still running');

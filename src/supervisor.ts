@@ -8,9 +8,10 @@
 // manager actor continues from the same generation number.
 
 import { EventEmitter } from 'node:events';
-import { createActor } from 'xstate';
-import { liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf } from '../machines/manager';
+import { createActor, fromPromise } from 'xstate';
+import { liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf, SweepInput } from '../machines/manager';
 import { nodeMachine } from '../machines/node';
+import type { Containment } from './containment';
 import type { Launcher } from './launcher';
 import type { Logger } from './logger';
 import type { ManagerEvent, StatusResult } from './protocol';
@@ -22,6 +23,7 @@ type Request = ManagerMachineEvent extends infer E ? (E extends { to: string } ?
 
 export interface SupervisorOptions {
   launcher: Launcher;
+  containment: Containment;
   logger: Logger;
   maxQueue: number;
   /** The chart to run; tests pass a variant with a faulty action. */
@@ -37,8 +39,14 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
   constructor(private readonly opts: SupervisorOptions) {
     super();
     const machine = opts.machine ?? managerMachine;
+    const { containment } = opts;
     this.machine = machine.provide({
-      actors: { node: nodeMachine.provide({ actors: { process: opts.launcher.processLogic } }) },
+      actors: {
+        node: nodeMachine.provide({ actors: { process: opts.launcher.processLogic } }),
+        sweep: fromPromise<number, SweepInput>(async ({ input }) =>
+          containment.sweep(input.index === null ? null : { generation: input.generation, index: input.index }),
+        ),
+      },
     }) as Machine;
     this.startActor(0);
   }
@@ -49,6 +57,17 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
    */
   request(event: Request, deadlineMs?: number): Promise<ManagerReply> {
     const to = String(this.nextKey++);
+    if (event.type === 'connect') {
+      // A process of this run from an older generation (a late node, or an escaped
+      // descendant) is refused and killed: it must not outlive its generation.
+      const generation = this.actor.getSnapshot().context.generation;
+      const leftover = this.opts.containment.killLeftover(event.pid, generation);
+      if (leftover) {
+        const message = `pid ${event.pid} belongs to generation ${leftover.generation} of this manager, not the current generation ${generation}; it was killed`;
+        this.opts.logger.warn(message);
+        return Promise.resolve({ to, error: { code: 'UNKNOWN_NODE', message } });
+      }
+    }
     return new Promise((resolve) => {
       const timer = deadlineMs === undefined ? null : setTimeout(() => this.actor.send({ type: 'wait.expired', to }), deadlineMs);
       this.pending.set(to, { resolve, timer });

@@ -1,5 +1,9 @@
 // Request validation: the edge between untrusted decoded MessagePack and typed
 // commands. Nothing past this point re-checks a request.
+//
+// Only own properties of the message are read, and `cmd` is looked up in a Map
+// of parsers, so keys such as `__proto__`, `constructor` or `toString` can
+// neither reach dispatch nor read through the prototype chain.
 
 import { Command, COMMANDS, CommandName, ErrorCode, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
 
@@ -19,19 +23,22 @@ function isUint(v: unknown, max = UINT32_MAX): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
 }
 
-const hasOwn = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+type Message = Record<string, unknown>;
+
+/** `msg[name]` if it is the message's own property, else undefined. */
+const own = (msg: Message, name: string): unknown => (Object.prototype.hasOwnProperty.call(msg, name) ? msg[name] : undefined);
 
 class BadArgument extends Error {}
 
-function uint(msg: Record<string, unknown>, name: string, opts: { optional?: boolean; max?: number } = {}): number | undefined {
-  const v = msg[name];
+function uint(msg: Message, name: string, opts: { optional?: boolean; max?: number } = {}): number | undefined {
+  const v = own(msg, name);
   if (v === undefined && opts.optional) return undefined;
   if (!isUint(v, opts.max)) throw new BadArgument(`${name} must be an unsigned integer${opts.max !== undefined ? ` <= ${opts.max}` : ''}, got ${describe(v)}`);
   return v;
 }
 
-function str(msg: Record<string, unknown>, name: string): string | undefined {
-  const v = msg[name];
+function str(msg: Message, name: string): string | undefined {
+  const v = own(msg, name);
   if (v === undefined) return undefined;
   if (typeof v !== 'string') throw new BadArgument(`${name} must be a string, got ${describe(v)}`);
   return v;
@@ -54,57 +61,67 @@ export function parseHostPort(s: string): { host: string; port: number } | null 
   return { host: m[1] ?? m[2], port };
 }
 
-function params(cmd: CommandName, msg: Record<string, unknown>): Command {
-  switch (cmd) {
-    case 'hello':
-      return { cmd, token: str(msg, 'token'), client: str(msg, 'client') };
-    case 'ping':
-    case 'status':
-    case 'reset':
-    case 'stats':
-      return { cmd } as Command;
-    case 'generate': {
+type Parser = (msg: Message) => Command;
+const noParams = (cmd: 'ping' | 'status' | 'reset' | 'stats'): Parser => () => ({ cmd }) as Command;
+
+/** The command table: the only way from a `cmd` string to a command. */
+const PARSERS: ReadonlyMap<string, Parser> = new Map<CommandName, Parser>([
+  ['hello', (msg) => ({ cmd: 'hello', token: str(msg, 'token'), client: str(msg, 'client') })],
+  ['ping', noParams('ping')],
+  ['status', noParams('status')],
+  ['reset', noParams('reset')],
+  ['stats', noParams('stats')],
+  [
+    'generate',
+    (msg) => {
       const n = uint(msg, 'n')!;
-      const wait = msg.wait ?? 'spawned';
+      const wait = own(msg, 'wait') ?? 'spawned';
       if (!WAIT_MODES.includes(wait as WaitMode)) throw new BadArgument(`wait must be "spawned" or "connected", got ${describe(wait)}`);
       const timeoutMs = uint(msg, 'timeoutMs', { optional: true });
       const iface = str(msg, 'interface');
       if (iface !== undefined && !parseHostPort(iface)) throw new BadArgument(`interface must be "host:port" (IPv6 as "[addr]:port"), got ${describe(iface)}`);
-      return { cmd, n, wait: wait as WaitMode, timeoutMs, interface: iface };
-    }
-    case 'connect':
-      return { cmd, pid: uint(msg, 'pid', { max: 2 ** 22 })!, nodeId: msg.nodeId };
-    case 'kill': {
-      const hasPid = msg.pid !== undefined;
-      const hasIndex = msg.index !== undefined;
+      return { cmd: 'generate', n, wait: wait as WaitMode, timeoutMs, interface: iface };
+    },
+  ],
+  ['connect', (msg) => ({ cmd: 'connect', pid: uint(msg, 'pid', { max: 2 ** 22 })!, nodeId: own(msg, 'nodeId') })],
+  [
+    'kill',
+    (msg) => {
+      const hasPid = own(msg, 'pid') !== undefined;
+      const hasIndex = own(msg, 'index') !== undefined;
       if (hasPid === hasIndex) throw new BadArgument('kill takes exactly one of pid or index');
-      return hasPid ? { cmd, pid: uint(msg, 'pid')! } : { cmd, index: uint(msg, 'index')! };
-    }
-    case 'subscribe': {
-      const topics = msg.topics;
+      return hasPid ? { cmd: 'kill', pid: uint(msg, 'pid')! } : { cmd: 'kill', index: uint(msg, 'index')! };
+    },
+  ],
+  [
+    'subscribe',
+    (msg) => {
+      const topics = own(msg, 'topics');
       if (!Array.isArray(topics) || !topics.every((t) => TOPICS.includes(t as Topic))) {
         throw new BadArgument(`topics must be an array of ${TOPICS.map((t) => `"${t}"`).join(', ')}, got ${describe(topics)}`);
       }
-      return { cmd, topics: [...new Set(topics as Topic[])] };
-    }
-  }
-}
+      return { cmd: 'subscribe', topics: [...new Set(topics as Topic[])] };
+    },
+  ],
+]);
 
 /** Checks one decoded message against the contract. */
 export function validateRequest(msg: unknown): Validated {
   if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || msg instanceof Uint8Array) {
     return { ok: false, id: null, code: 'BAD_MESSAGE', message: `a request must be a map, got ${describe(msg)}` };
   }
-  const m = msg as Record<string, unknown>;
-  const id = isRequestId(m.id) ? m.id : null;
-  if (id === null) return { ok: false, id: null, code: 'BAD_MESSAGE', message: `id must be an unsigned integer, got ${describe(m.id)}` };
-  if (typeof m.cmd !== 'string') return { ok: false, id, code: 'BAD_MESSAGE', message: `cmd must be a string, got ${describe(m.cmd)}` };
-  // Only the command table is dispatched: no lookups through the prototype chain.
-  if (!COMMANDS.includes(m.cmd as CommandName) || !hasOwn(m, 'cmd')) {
-    return { ok: false, id, code: 'UNKNOWN_COMMAND', message: `unknown command "${m.cmd.slice(0, 40)}"; commands are ${COMMANDS.join(', ')}` };
+  const m = msg as Message;
+  const rawId = own(m, 'id');
+  const id = isRequestId(rawId) ? rawId : null;
+  if (id === null) return { ok: false, id: null, code: 'BAD_MESSAGE', message: `id must be an unsigned integer, got ${describe(rawId)}` };
+  const cmd = own(m, 'cmd');
+  if (typeof cmd !== 'string') return { ok: false, id, code: 'BAD_MESSAGE', message: `cmd must be a string, got ${describe(cmd)}` };
+  const parse = PARSERS.get(cmd);
+  if (parse === undefined) {
+    return { ok: false, id, code: 'UNKNOWN_COMMAND', message: `unknown command ${describe(cmd)}; commands are ${COMMANDS.join(', ')}` };
   }
   try {
-    return { ok: true, id, command: params(m.cmd as CommandName, m) };
+    return { ok: true, id, command: parse(m) };
   } catch (err) {
     if (err instanceof BadArgument) return { ok: false, id, code: 'BAD_ARGUMENT', message: err.message };
     throw err;

@@ -278,7 +278,7 @@ test('real manager: generate 3 --wait connected, status shows 3 running, reset k
     expect(status.counts.running).toBe(3);
     expect(status.nodes.map((n: { state: string }) => n.state)).toEqual(['running', 'running', 'running']);
     const reset = await herd(['reset', '--manager', m.address]);
-    expect(reset).toEqual({ code: 0, stdout: `${m.address}  killed 3\n`, stderr: '' });
+    expect(reset).toEqual({ code: 0, stdout: `${m.address}  killed 3  (terminated 3, killed after grace 0, had exited 0)\n`, stderr: '' });
   } finally {
     await m.stop();
   }

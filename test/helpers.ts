@@ -26,11 +26,15 @@ export function tmpDir(prefix = 'herd-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** Starts `herd manager --port 0` (plus `args`) and waits for its `listening` line. */
-export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<RunningManager> {
+/**
+ * Starts `herd manager --port 0` (plus `args`) and waits for its `listening` line.
+ * `wrapper` runs it under another command, e.g. ['prlimit', '--nofile=256', '--'].
+ */
+export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}, wrapper: string[] = []): Promise<RunningManager> {
   const logDir = args.includes('--log-dir') ? args[args.indexOf('--log-dir') + 1] : tmpDir();
   const fullArgs = [CLI, 'manager', '--host', '127.0.0.1', '--port', '0', ...(args.includes('--log-dir') ? [] : ['--log-dir', logDir]), ...args];
-  const proc = spawn(process.execPath, fullArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, ...commandArgs] = [...wrapper, process.execPath, ...fullArgs];
+  const proc = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr += d));

@@ -2,8 +2,8 @@
 // replies and published events out. No processes, sockets or timers: the node's
 // `process` actor is a stand-in the test drives by hand.
 
-import { createActor, fromCallback } from 'xstate';
-import { ManagerEmitted, managerMachine, statusOf } from '../machines/manager';
+import { createActor, createMachine, fromCallback, PromiseActorLogic } from 'xstate';
+import { ManagerEmitted, managerMachine, statusOf, SweepInput } from '../machines/manager';
 import { NodeInput, nodeMachine, NodeView, ProcessEvent, ProcessStop } from '../machines/node';
 
 /** Stand-in processes, by "generation:index": the test plays the OS. */
@@ -24,7 +24,8 @@ function fakeProcesses() {
     logic,
     get,
     start: (g: number, i: number, pid: number) => get(g, i).send({ type: 'process.started', pid, at: 1000 + pid }),
-    exit: (g: number, i: number, exitCode: number | null, signal: string | null) => get(g, i).send({ type: 'process.exited', exitCode, signal }),
+    exit: (g: number, i: number, exitCode: number | null, signal: string | null, escalated = false) =>
+      get(g, i).send({ type: 'process.exited', exitCode, signal, escalated, escaped: 0 }),
     fail: (g: number, i: number, code: string) => get(g, i).send({ type: 'process.failed', code, message: `spawn x ${code}` }),
   };
 }
@@ -59,10 +60,10 @@ describe('node machine', () => {
     expect(proc().stops).toBe(1);
     // A signal sent is not an exit observed: still stopping.
     expect(node.getSnapshot().status).toBe('active');
-    proc().send({ type: 'process.exited', exitCode: null, signal: 'SIGTERM' });
+    proc().send({ type: 'process.exited', exitCode: null, signal: 'SIGTERM', escalated: false, escaped: 0 });
     expect(node.getSnapshot().value).toBe('killed');
     expect(node.getSnapshot().status).toBe('done');
-    expect(node.getSnapshot().context).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
+    expect(node.getSnapshot().context).toMatchObject({ exitCode: null, signal: 'SIGTERM', outcome: 'terminated' });
     expect(reports.map((r) => r.phase)).toEqual(['spawning', 'running', 'stopping', 'killed']);
     // Final state: the process actor was stopped (its cleanup ran).
     expect(proc().disposed).toBe(true);
@@ -71,9 +72,10 @@ describe('node machine', () => {
   test('exit while spawning goes straight to killed', () => {
     const { node, proc } = startNode();
     proc().send({ type: 'process.started', pid: 1, at: 1 });
-    proc().send({ type: 'process.exited', exitCode: 3, signal: null });
+    proc().send({ type: 'process.exited', exitCode: 3, signal: null, escalated: false, escaped: 0 });
     expect(node.getSnapshot().value).toBe('killed');
     expect(node.getSnapshot().context.exitCode).toBe(3);
+    expect(node.getSnapshot().context.outcome).toBe('exited');
     expect(node.getSnapshot().context.connectedAt).toBeNull();
   });
 
@@ -102,7 +104,20 @@ describe('node machine', () => {
 describe('manager machine', () => {
   function startManager(maxQueue = 100) {
     const procs = fakeProcesses();
-    const machine = managerMachine.provide({ actors: { node: nodeMachine.provide({ actors: { process: procs.logic } }) } });
+    // The /proc sweep, played synchronously: records what it was asked, reports `strays` killed.
+    const sweeps: SweepInput[] = [];
+    let strays = 0;
+    const sweep = createMachine({
+      types: {} as { input: SweepInput; output: number },
+      context: ({ input }) => (sweeps.push(input), {}),
+      initial: 'done',
+      states: { done: { type: 'final' } },
+      output: () => strays,
+    });
+    // A machine stands in for the production promise actor: same input and output, but synchronous.
+    const machine = managerMachine.provide({
+      actors: { node: nodeMachine.provide({ actors: { process: procs.logic } }), sweep: sweep as unknown as PromiseActorLogic<number, SweepInput> },
+    });
     const actor = createActor(machine, { input: { maxQueue } });
     const replies: Extract<ManagerEmitted, { type: 'reply' }>[] = [];
     const published: unknown[] = [];
@@ -110,11 +125,12 @@ describe('manager machine', () => {
     actor.on('publish', (p) => published.push(p.event));
     actor.start();
     const replyTo = (to: string) => replies.find((r) => r.to === to);
-    const state = () => actor.getSnapshot().value;
+    // The top-level state, as status reports it ("resetting", not { resetting: "stopping" }).
+    const state = () => statusOf(actor.getSnapshot()).state;
     const status = () => statusOf(actor.getSnapshot());
     const generate = (to: string, n: number, wait: 'spawned' | 'connected' = 'spawned') =>
       actor.send({ type: 'generate', to, n, wait, interface: '127.0.0.1:7071', machineIp: '127.0.0.1' });
-    return { actor, procs, replies, published, replyTo, state, status, generate };
+    return { actor, procs, replies, published, replyTo, state, status, generate, sweeps, setStrays: (n: number) => (strays = n) };
   }
 
   test('generate spawns n node actors and replies once every process has started', () => {
@@ -127,6 +143,8 @@ describe('manager machine', () => {
     m.procs.start(1, 1, 101);
     expect(m.replyTo('a')).toEqual({ type: 'reply', to: 'a', result: { generation: 1, nodes: [{ index: 0, pid: 100 }, { index: 1, pid: 101 }] } });
     expect(m.state()).toBe('idle');
+    // Nothing to sweep up after when there were no nodes before.
+    expect(m.sweeps).toEqual([]);
     expect(m.published).toEqual([
       { event: 'node', generation: 1, index: 0, pid: 100, state: 'spawning' },
       { event: 'node', generation: 1, index: 1, pid: 101, state: 'spawning' },
@@ -236,7 +254,9 @@ describe('manager machine', () => {
     expect(m.procs.get(1, 0).stops).toBe(1);
     expect(m.replyTo('k1')).toBeUndefined();
     m.procs.exit(1, 0, null, 'SIGTERM');
-    expect(m.replyTo('k1')).toMatchObject({ result: { pid: 100, exitCode: null, signal: 'SIGTERM' } });
+    expect(m.replyTo('k1')).toMatchObject({ result: { pid: 100, exitCode: null, signal: 'SIGTERM', outcome: 'terminated' } });
+    // Only that node's strays are swept.
+    expect(m.sweeps).toEqual([{ generation: 1, index: 0 }]);
     // Killing it again answers at once with the recorded outcome, sending nothing.
     m.actor.send({ type: 'kill', to: 'k2', pid: 100 });
     expect(m.replyTo('k2')).toMatchObject({ result: { pid: 100, exitCode: null, signal: 'SIGTERM' } });
@@ -257,8 +277,24 @@ describe('manager machine', () => {
     expect(m.state()).toBe('resetting');
     m.procs.exit(1, 0, null, 'SIGTERM');
     expect(m.replyTo('r')).toBeUndefined();
-    m.procs.exit(1, 1, null, 'SIGKILL');
-    expect(m.replyTo('r')).toMatchObject({ result: { killed: 2 } });
+    m.setStrays(4);
+    m.procs.exit(1, 1, null, 'SIGKILL', true);
+    // Per-node outcomes: on its own, after SIGTERM, after the grace ran out; and what the sweep found.
+    expect(m.replyTo('r')).toEqual({
+      type: 'reply',
+      to: 'r',
+      result: {
+        killed: 2,
+        outcomes: { exited: 1, terminated: 1, killed: 1 },
+        nodes: [
+          { index: 0, pid: 100, outcome: 'terminated', exitCode: null, signal: 'SIGTERM' },
+          { index: 1, pid: 101, outcome: 'killed', exitCode: null, signal: 'SIGKILL' },
+          { index: 2, pid: 102, outcome: 'exited', exitCode: 0, signal: null },
+        ],
+        strays: { cgroup: 0, sweep: 4 },
+      },
+    });
+    expect(m.sweeps).toEqual([{ generation: 1, index: null }]);
     expect(m.status()).toMatchObject({ state: 'idle', generation: 1, nodes: [], counts: { spawning: 0, running: 0, killed: 0 } });
   });
 
@@ -274,7 +310,20 @@ describe('manager machine', () => {
     expect(m.replyTo('g')).toBeUndefined();
     m.procs.exit(1, 0, null, 'SIGTERM');
     expect(m.replyTo('g')).toMatchObject({ error: { code: 'SPAWN_FAILED', details: [{ index: 1, code: 'EAGAIN' }] } });
-    expect(m.status()).toMatchObject({ state: 'idle', generation: 1, target: 3, nodes: [], counts: { spawning: 0, running: 0, killed: 0 } });
+    // The rolled-back generation stays visible until the next reset: who was killed, who failed and why.
+    expect(m.status()).toMatchObject({
+      state: 'idle',
+      generation: 1,
+      target: 3,
+      nodes: [{ index: 0, pid: 100, state: 'killed' }],
+      counts: { spawning: 0, running: 0, killed: 1 },
+      failed: [{ index: 1, code: 'EAGAIN', message: 'spawn x EAGAIN' }],
+    });
+    // The rollback swept the run for strays too.
+    expect(m.sweeps).toEqual([{ generation: 1, index: null }]);
+    m.actor.send({ type: 'reset', to: 'r' });
+    expect(m.replyTo('r')).toMatchObject({ result: { killed: 0 } });
+    expect(m.status()).toMatchObject({ nodes: [], failed: [] });
   });
 
   test('generate 0 is a plain reset that still counts as a generation', () => {

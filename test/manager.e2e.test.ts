@@ -111,7 +111,7 @@ describe('a manager with the example node', () => {
   test('kill by index and by pid; killing a killed node answers with its outcome', async () => {
     const g = await c.generate(2, { wait: 'connected', timeoutMs: 20000 });
     const byIndex = await c.kill({ index: 0 });
-    expect(byIndex).toEqual({ pid: g.nodes[0].pid, exitCode: 0, signal: null }); // the example node exits 0 on SIGTERM
+    expect(byIndex).toEqual({ pid: g.nodes[0].pid, exitCode: 0, signal: null, outcome: 'terminated' }); // the example node exits 0 on SIGTERM
     expect(groupMembers(g.nodes[0].pid)).toEqual([]);
     expect(await c.kill({ pid: g.nodes[0].pid })).toEqual(byIndex);
     const byPid = await c.kill({ pid: g.nodes[1].pid });

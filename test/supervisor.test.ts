@@ -2,14 +2,20 @@
 // INTERNAL, no node is orphaned, and the manager keeps serving.
 
 import { managerMachine } from '../machines/manager';
+import { Containment } from '../src/containment';
 import { Launcher } from '../src/launcher';
 import { createLogger } from '../src/logger';
 import { isAlive } from '../src/proc';
 import { Supervisor } from '../src/supervisor';
 import { eventually, groupMembers, tmpDir } from './helpers';
 
+const opened: Containment[] = [];
+afterEach(() => opened.splice(0).forEach((c) => c.close()));
+
 function setup(machine = managerMachine) {
   const logger = createLogger({ console: false });
+  const containment = new Containment({ stateDir: tmpDir(), logger, cgroup: false, watchdog: null });
+  opened.push(containment);
   const launcher = new Launcher({
     // The two appended arguments become $1 and $2 of the script: ignored.
     command: '/bin/sh',
@@ -18,8 +24,10 @@ function setup(machine = managerMachine) {
     logDir: tmpDir(),
     killGraceMs: 1000,
     logger,
+    containment,
+    maxLive: 100,
   });
-  return { launcher, supervisor: new Supervisor({ launcher, logger, maxQueue: 10, machine }) };
+  return { launcher, supervisor: new Supervisor({ launcher, containment, logger, maxQueue: 10, machine }) };
 }
 
 const generate = (s: Supervisor, n: number) => s.request({ type: 'generate', n, wait: 'spawned', interface: '127.0.0.1:7071', machineIp: '127.0.0.1' });
