@@ -8,6 +8,11 @@
 //   3. generate 50 real example nodes, wait "connected" (absolute time, per node)
 //   4. `status` round trips idle with 200 nodes (baseline: `ping`), and during a `generate 500`
 //   5. manager RSS with 0 / 200 nodes, and its idle CPU with 200 nodes (baseline: 0 nodes)
+//   6. node output: the periodic size check of 1000 files, and a check that rotates 10 MiB
+//      (in this process, with the manager's NodeOutput; no baseline)
+//   7. the stats sampler over 1000 live processes at 1 Hz: its CPU (in this process, with the
+//      manager's Sampler and Timeline) vs. the previous readFileSync read; and the manager's idle
+//      CPU with 1000 nodes (base: 0 nodes)
 //
 // A lightweight node is a tiny shell script in a private tmp dir that execs `sleep` through a
 // symlink in that same dir, so every process we start carries the tmp path in its command line
@@ -19,6 +24,9 @@ import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmS
 import os from 'node:os';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
+import { createLogger } from '../src/logger';
+import { NodeOutput } from '../src/nodeoutput';
+import { samplerCost } from './sampler';
 import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
 
 /** The two arguments the manager appends (interface host:port, machine ip), as it computes them here. */
@@ -38,6 +46,11 @@ const CONFIG = {
   statusDuringReps: 3,
   cpuWindowS: 5,
   statsIntervalMs: 1000,
+  outputFiles: 1000,
+  outputChecks: 20,
+  outputRotateMiB: 10,
+  samplerNodes: 1000,
+  samplerWindowS: 10,
 };
 
 // ---- small utilities ----------------------------------------------------------
@@ -405,6 +418,15 @@ async function main(): Promise<void> {
   rows.push({ measure: `  RSS 0 nodes after all rounds (high-water), MiB`, herd: fmt(rss0After / 1024), baseline: '', ratio: '' });
   rows.push({ measure: `manager CPU idle 5 s, % core: 200 (base: 0 nodes)`, herd: fmt(cpu200.meanPct, 2), baseline: fmt(cpu0.meanPct, 2), ratio: ratio(cpu200.meanPct, cpu0.meanPct) });
 
+  // 7b. The manager's idle CPU with 1000 nodes: sampling, the timeline, node output checks, its event loop.
+  log(`idle CPU, ${CONFIG.samplerNodes} nodes, ${CONFIG.samplerWindowS} s`);
+  await herdSpawn(client, CONFIG.samplerNodes);
+  await sleep(2000);
+  const cpu1000 = await cpuWindow(mgrA.pid, CONFIG.samplerWindowS);
+  await herdReset(client, CONFIG.samplerNodes);
+  results.cpu = { ...(results.cpu as object), idle1000Nodes: cpu1000 };
+  rows.push({ measure: `manager CPU idle ${CONFIG.samplerWindowS} s, % core: ${CONFIG.samplerNodes} (base: 0 nodes)`, herd: fmt(cpu1000.meanPct, 2), baseline: fmt(cpu0.meanPct, 2), ratio: ratio(cpu1000.meanPct, cpu0.meanPct) });
+
   await Promise.all([client.close(), probe.close()]);
   clients.delete(client);
   clients.delete(probe);
@@ -473,6 +495,45 @@ async function main(): Promise<void> {
   const stopB = await stopManager(mgrB);
   managers.delete(mgrB);
   log(`manager B stopped: ${JSON.stringify(stopB)}`);
+
+  // ---- node output: the periodic size check and one rotation, in this process (the manager's code) ----
+  log(`node output: size check of ${CONFIG.outputFiles} files, ${CONFIG.outputChecks} rounds; one ${CONFIG.outputRotateMiB} MiB rotation`);
+  const nodeOutput = new NodeOutput({ logDir: path.join(tmpRoot, 'output'), maxBytes: CONFIG.outputRotateMiB * 1024 * 1024, logger: createLogger({ console: false }) });
+  const outputFiles = Array.from({ length: CONFIG.outputFiles }, (_, i) => {
+    const { fd, output } = nodeOutput.open(1, i);
+    closeSync(fd);
+    nodeOutput.started(output, process.pid);
+    return path.join(tmpRoot, 'output', 'nodes', 'gen-1', `node-${i}.log`);
+  });
+  const check = () => (nodeOutput as unknown as { check(): Promise<void> }).check();
+  const timed = async () => {
+    const c0 = process.cpuUsage();
+    const t0 = now();
+    await check();
+    const cpu = process.cpuUsage(c0);
+    return { wall: now() - t0, cpu: (cpu.user + cpu.system) / 1000 };
+  };
+  const checks: { wall: number; cpu: number }[] = [];
+  for (let r = 0; r < CONFIG.outputChecks; r++) checks.push(await timed());
+  writeFileSync(outputFiles[0], Buffer.alloc(CONFIG.outputRotateMiB * 1024 * 1024 + 1, 0x61));
+  const rotation = await timed();
+  const checkCpu = summarize(checks.map((c) => c.cpu));
+  const checkWall = summarize(checks.map((c) => c.wall));
+  results.nodeOutput = { files: CONFIG.outputFiles, checkCpuMs: checkCpu, checkWallMs: checkWall, rotateMs: rotation };
+  rows.push({ measure: `node output size check, ${CONFIG.outputFiles} files: CPU ms med (max)`, herd: `${fmt(checkCpu.median, 2)} (${fmt(checkCpu.max, 2)})`, baseline: '', ratio: '' });
+  rows.push({ measure: `  wall ms med (max), yielding every 5 ms`, herd: `${fmt(checkWall.median, 2)} (${fmt(checkWall.max, 2)})`, baseline: '', ratio: '' });
+  rows.push({ measure: `  check with one ${CONFIG.outputRotateMiB} MiB rotation: wall (CPU) ms`, herd: `${fmt(rotation.wall, 1)} (${fmt(rotation.cpu, 1)})`, baseline: '', ratio: '' });
+
+  // ---- 7a. the sampler's own cost, in this process, over 1000 live processes ----
+  log(`sampler: ${CONFIG.samplerNodes} sleepers, ${CONFIG.samplerWindowS} s windows at 1 Hz (readFileSync, herd, herd + timeline)`);
+  const sleepers = await bareSpawn(lightNode, CONFIG.samplerNodes, 'plain', path.join(tmpRoot, 'bare-logs'));
+  const sampler = await samplerCost(sleepers.children.map((c) => c.proc.pid!), CONFIG.samplerWindowS, path.join(tmpRoot, 'sampler-logs'));
+  await bareReset(sleepers.children);
+  results.sampler = sampler;
+  rows.push({ measure: `sampler CPU, ${sampler.nodes} nodes at 1 Hz, % core (base: readFileSync)`, herd: fmt(sampler.herd.pct, 2), baseline: fmt(sampler.readFileSync.pct, 2), ratio: ratio(sampler.herd.pct, sampler.readFileSync.pct) });
+  rows.push({ measure: `  per sample, CPU ms`, herd: fmt(sampler.herd.msPerSample, 2), baseline: fmt(sampler.readFileSync.msPerSample, 2), ratio: '' });
+  rows.push({ measure: `  with the timeline written, % core`, herd: fmt(sampler.herdWithTimeline.pct, 2), baseline: '', ratio: '' });
+  rows.push({ measure: `  processes started while sampling`, herd: String(sampler.spawned), baseline: '', ratio: '' });
 
   // ---- report ----
   const cleanupReport = await cleanup(false);

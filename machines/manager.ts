@@ -20,7 +20,7 @@
 // no I/O and keeps no timers (a wait's deadline arrives as `wait.expired`).
 
 import { ActorRefFrom, and, assign, enqueueActions, fromPromise, setup } from 'xstate';
-import type { ManagerEvent, NodeInfo, ResetResult, StatusResult, StopOutcome, WaitMode, WireError } from '../src/protocol';
+import type { ManagerEvent, NodeInfo, NodePhase, ResetResult, StatusResult, StopOutcome, WaitMode, WireError } from '../src/protocol';
 import { nodeMachine, NodeUpdate, NodeView } from './node';
 
 export type GenerateCommand = {
@@ -53,8 +53,15 @@ export type ManagerMachineEvent =
 /** A reply to the request identified by `to` (an opaque key chosen by src/). */
 export type ManagerReply = { to: string; result: Record<string, unknown> } | { to: string; error: WireError };
 
-/** What leaves the chart, for src/ to deliver (`actor.on('reply' | 'publish', ...)`). */
-export type ManagerEmitted = ({ type: 'reply' } & ManagerReply) | { type: 'publish'; event: ManagerEvent };
+/**
+ * What leaves the chart, for src/ to deliver (`actor.on('reply' | 'publish' | 'phase', ...)`).
+ * `phase` is every phase change of a node, the steps the protocol does not show included
+ * (stopping, failed): src/ timestamps them for the timeline.
+ */
+export type ManagerEmitted =
+  | ({ type: 'reply' } & ManagerReply)
+  | { type: 'publish'; event: ManagerEvent }
+  | { type: 'phase'; view: NodeView; from: NodePhase };
 
 interface Waiter {
   to: string;
@@ -107,6 +114,7 @@ export function nodeInfo(n: NodeView): NodeInfo | null {
   if (state === 'killed') {
     info.exitCode = n.exitCode;
     info.signal = n.signal;
+    if (n.tail !== null) info.tail = n.tail;
   }
   return info;
 }
@@ -128,11 +136,13 @@ function settleWaiters(waiters: Waiter[], nodes: NodeView[], generation: number)
     const exited = nodes.filter((n) => isGone(n) && n.connectedAt === null);
     if (exited.length > 0) {
       const first = exited[0];
+      const last = first.tail?.at(-1);
+      const output = last !== undefined ? `; its last output line: ${JSON.stringify(last)}` : '';
       replies.push({
         to: w.to,
         error: {
           code: 'NODE_EXITED',
-          message: `node ${first.index} (pid ${first.pid}) exited before it connected (exit code ${first.exitCode}, signal ${first.signal}); see its log in the manager's log dir`,
+          message: `node ${first.index} (pid ${first.pid}) exited before it connected (exit code ${first.exitCode}, signal ${first.signal})${output}; herd logs ${first.index} shows its output`,
           details: exited.map((n) => ({ index: n.index, pid: n.pid, exitCode: n.exitCode, signal: n.signal })),
         },
       });
@@ -223,7 +233,7 @@ export const managerMachine = setup({
       const nodes: NodeView[] = [];
       const refs: ActorRefFrom<typeof nodeMachine>[] = [];
       for (let index = 0; index < cmd.n; index++) {
-        nodes.push({ index, generation, phase: 'launching', pid: null, startedAt: null, connectedAt: null, exitCode: null, signal: null, outcome: null, escaped: 0, failure: null });
+        nodes.push({ index, generation, phase: 'launching', pid: null, startedAt: null, connectedAt: null, exitCode: null, signal: null, outcome: null, escaped: 0, failure: null, tail: null });
         refs.push(spawn('node', { id: `n${index}`, input: { index, generation, interface: cmd.interface, machineIp: cmd.machineIp } }));
       }
       return { generation, target: cmd.n, nodes, refs };
@@ -318,6 +328,7 @@ export const managerMachine = setup({
       const nodes = context.nodes.slice();
       nodes[view.index] = view;
       enqueue.assign({ nodes });
+      if (view.phase !== before.phase) enqueue.emit({ type: 'phase', view, from: before.phase });
 
       const state = protocolState(view);
       if (state !== null && view.pid !== null && state !== protocolState(before)) {

@@ -12,7 +12,7 @@
 // src/launcher.ts). This chart only decides; it performs no I/O and keeps no timers.
 
 import { assertEvent, assign, fromCallback, sendParent, sendTo, setup } from 'xstate';
-import type { StopOutcome } from '../src/protocol';
+import type { NodePhase, StopOutcome } from '../src/protocol';
 
 /** What the manager passes to each node it spawns. */
 export interface NodeInput {
@@ -23,8 +23,6 @@ export interface NodeInput {
   /** Address the manager is bound to, the node's second extra argument. */
   machineIp: string;
 }
-
-export type NodePhase = 'launching' | 'spawning' | 'running' | 'stopping' | 'killed' | 'failed';
 
 /** Events the process actor sends back to its node. */
 export type ProcessEvent =
@@ -38,6 +36,8 @@ export type ProcessEvent =
       escalated: boolean;
       /** Descendants outside the node's process group that the cgroup layer killed. */
       escaped: number;
+      /** The last lines of its output, when it exited on its own and they could be read. */
+      tail?: string[];
     };
 
 
@@ -66,6 +66,8 @@ export interface NodeContext {
   escaped: number;
   /** Why the OS would not start it (phase `failed`): an errno name and message. */
   failure: { code: string; message: string } | null;
+  /** The last lines of its output, as the process actor read them when it exited on its own. */
+  tail: string[] | null;
 }
 
 /** The manager's view of one node; sent to the parent on every change. */
@@ -92,7 +94,7 @@ export const nodeMachine = setup({
     recordExit: assign(({ event }, stopped: boolean) => {
       assertEvent(event, 'process.exited');
       const outcome: StopOutcome = !stopped ? 'exited' : event.escalated ? 'killed' : 'terminated';
-      return { exitCode: event.exitCode, signal: event.signal, outcome, escaped: event.escaped };
+      return { exitCode: event.exitCode, signal: event.signal, outcome, escaped: event.escaped, tail: event.tail ?? null };
     }),
   },
 }).createMachine({
@@ -107,6 +109,7 @@ export const nodeMachine = setup({
     outcome: null,
     escaped: 0,
     failure: null,
+    tail: null,
   }),
   invoke: { id: 'process', src: 'process', input: ({ context }) => context.input },
   initial: 'spawning',

@@ -88,7 +88,11 @@ export class Cgroups {
     const dir = this.nodeDir(generation, index);
     const pids = readPids(dir);
     if (pids.length === 0) return 0;
-    const escaped = pids.filter((pid) => readStat(pid)?.pgid !== pgid).length;
+    // A pid gone by the time its stat is read was a group member dying of the group's SIGKILL: not an escapee.
+    const escaped = pids.filter((pid) => {
+      const st = readStat(pid);
+      return st !== null && st.pgid !== pgid;
+    }).length;
     writeKill(dir);
     return escaped;
   }

@@ -3,13 +3,19 @@
 // subcommand is a controller: it sends one command to each listed manager
 // concurrently and reports per host (exit 0 all ok, 1 any failed, 2 usage).
 
-import { existsSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { ConnectOptions, HerdClient, HerdError } from './client';
+import { FollowOptions, followLogs } from './followlogs';
+import { EXPORT_VIEWS, exportTimeline, ExportOptions, ExportView } from './export';
+import { GenerateProgress } from './progress';
 import { CommandResults, KillParams, ManagerEvent, NodeInfo, Topic, TOPICS, WAIT_MODES, WaitMode } from './protocol';
 import { bytes, duration, percent, ranges, table, toJson } from './table';
 import { parseAddress, readTokenFile, resolveTargets, Target, TargetError } from './targets';
+import { statsLines, top } from './top';
 
 const USAGE = `usage: herd <command> [options]
 
@@ -18,18 +24,34 @@ Per-host daemon:
                [--interface-port N] [--token-file FILE] [--log-dir DIR]
                [--max-frame BYTES] [--max-nodes N] [--kill-grace-ms MS]
                [--stats-interval-ms MS]        (herd manager --help for details)
+               [--dashboard [[HOST:]PORT]] [--inspect]
+                               live view: a local page, or Stately's inspector
+
+Docs:
+  herd chart [--format mermaid|dot|svg] [--machine manager|node]
+                               print the statecharts, drawn from their definitions
 
 Controller commands:
   herd generate N [--wait spawned|connected] [--timeout MS] [--interface HOST:PORT]
                                reset, then start N fresh nodes on every manager
-  herd status                  current generation and its nodes
+                               (progress per host on stderr unless --json)
+  herd status [--tail]         current generation and its nodes; the last lines of
+                               nodes that failed (--tail: of every node that exited)
   herd reset                   kill every node
   herd kill --pid P | --index I
                                kill one node
-  herd stats                   host CPU and memory, per-node CPU and RSS
+  herd stats                   host CPU (steal, iowait), load and memory, per-node CPU and RSS
+  herd top [--limit N]         the same, live, nodes sorted by CPU, until q or Ctrl-C
+                               (not on a terminal: one block per sample)
+  herd export [--csv|--jsonl] [--what nodes|host|events] [--generation G] [--out FILE]
+                               a generation's timeline from every manager, as CSV
+                               (default: per-node samples) or JSONL
   herd watch [--topics nodes,stats]
                                print events as they come, until Ctrl-C
   herd ping                    check that the managers answer
+  herd logs INDEX [--follow] [--generation G] [--bytes N]
+                               a node's output (stdout and stderr), from one manager;
+                               --follow keeps printing until the node has exited
 
 Options of every controller command:
   --manager HOST:PORT    a manager to talk to (repeatable; [v6]:port for IPv6;
@@ -81,13 +103,13 @@ function errorText(e: HerdError): string {
 }
 
 /** Runs `fn` against every target concurrently; one host's failure never holds up another. */
-function onEach<T>(targets: Target[], conn: ConnectOptions, fn: (c: HerdClient) => Promise<T>): Promise<Outcome<T>[]> {
+function onEach<T>(targets: Target[], conn: ConnectOptions, fn: (c: HerdClient, address: string) => Promise<T>): Promise<Outcome<T>[]> {
   return Promise.all(
     targets.map(async ({ address }): Promise<Outcome<T>> => {
       let client: HerdClient | undefined;
       try {
         client = await HerdClient.connect(address, conn);
-        return { address, result: await fn(client) };
+        return { address, result: await fn(client, address) };
       } catch (err) {
         return { address, error: asHerdError(err) };
       } finally {
@@ -101,13 +123,37 @@ function onEach<T>(targets: Target[], conn: ConnectOptions, fn: (c: HerdClient) 
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-function showStatus(s: CommandResults['status']): string[] {
+/** Nodes that failed, shown by default with their last lines under their row; more get one note. */
+const TAIL_NODES = 10;
+const TAIL_LINES_SHOWN = 3;
+
+/** A node's output line made safe for a terminal: control characters (escape sequences) become '?'. */
+const printable = (line: string) => line.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '?');
+
+/**
+ * Under each row, the last lines of a node that exited on its own: by default only
+ * for nodes that failed (non-zero exit or a signal), at most TAIL_NODES of them and
+ * TAIL_LINES_SHOWN lines each; with `all`, every line kept of every node that has them.
+ */
+function tailLines(n: NodeInfo, all: boolean, shown: { nodes: number; more: number }): string[] {
+  const failed = n.exitCode !== 0 || (n.signal ?? null) !== null;
+  if (!n.tail || n.tail.length === 0 || (!all && !failed)) return [];
+  if (!all && shown.nodes >= TAIL_NODES) {
+    shown.more++;
+    return [];
+  }
+  shown.nodes++;
+  return (all ? n.tail : n.tail.slice(-TAIL_LINES_SHOWN)).map((l) => `           | ${printable(l)}`);
+}
+
+function showStatus(s: CommandResults['status'], allTails = false): string[] {
   const c = s.counts;
   const head = `state ${s.state}  generation ${s.generation}  target ${s.target}  spawning ${c.spawning}  running ${c.running}  killed ${c.killed}`;
   if (s.nodes.length === 0) return [head, ...showFailed(s.failed ?? [])];
   const now = Date.now();
   const withId = s.nodes.some((n) => n.nodeId !== undefined && n.nodeId !== null);
-  const rows = [...s.nodes].sort((a, b) => a.index - b.index).map((n: NodeInfo) => [
+  const nodes = [...s.nodes].sort((a, b) => a.index - b.index);
+  const rows = nodes.map((n: NodeInfo) => [
     n.index,
     n.pid,
     n.state,
@@ -117,7 +163,11 @@ function showStatus(s: CommandResults['status']): string[] {
     n.state !== 'killed' ? '-' : (n.signal ?? (n.exitCode != null ? String(n.exitCode) : '?')),
     ...(withId ? [typeof n.nodeId === 'string' ? n.nodeId : toJson(n.nodeId ?? null)] : []),
   ]);
-  return [head, ...table(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT', ...(withId ? ['NODE-ID'] : [])], rows, '  '), ...showFailed(s.failed ?? [])];
+  const [header, ...lines] = table(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT', ...(withId ? ['NODE-ID'] : [])], rows, '  ');
+  const shown = { nodes: 0, more: 0 };
+  const body = lines.flatMap((line, i) => [line, ...tailLines(nodes[i], allTails, shown)]);
+  const more = shown.more > 0 ? [`  ... last lines of ${plural(shown.more, 'more failed node')} not shown: herd status --tail, or herd logs INDEX`] : [];
+  return [head, header, ...body, ...more, ...showFailed(s.failed ?? [])];
 }
 
 /** Nodes the OS refused to start (herd's addition to status), a few lines at most. */
@@ -125,14 +175,6 @@ function showFailed(failed: CommandResults['status']['failed']): string[] {
   if (failed.length === 0) return [];
   const shown = failed.slice(0, 5).map((f) => `failed  index ${f.index}  ${f.code}: ${f.message}`);
   return failed.length > 5 ? [...shown, `failed  ... and ${failed.length - 5} more (--json lists all)`] : shown;
-}
-
-function showStats(s: CommandResults['stats']): string[] {
-  const h = s.host;
-  const head = `cpu ${percent(h.load)}  cores ${h.cpus.map((p) => percent(p)).join(' ')}  mem ${bytes(h.memUsed)} / ${bytes(h.memTotal)}`;
-  if (s.nodes.length === 0) return [head];
-  const rows = [...s.nodes].sort((a, b) => b.cpu - a.cpu || a.index - b.index).map((n) => [n.index, n.pid, n.cpu.toFixed(1), bytes(n.rss)]);
-  return [head, ...table(['INDEX', 'PID', 'CPU%', 'RSS'], rows, '  ')];
 }
 
 function showGenerate(r: CommandResults['generate'], wait: WaitMode): string[] {
@@ -222,11 +264,46 @@ const COMMANDS: Record<string, Command> = {
         }
       }
       const params = { wait, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(iface !== undefined ? { interface: iface } : {}) };
-      return simple((c) => c.generate(n, params), (r) => showGenerate(r, wait))(values, [], targets, conn);
+      const json = values.json === true;
+      const progress = json ? null : new GenerateProgress(process.stderr, targets.map((t) => t.address), n, wait);
+      const outcomes = await onEach(targets, conn, async (c, address) => {
+        if (progress) {
+          c.on('event', (ev) => ev.event === 'node' && progress.node(address, ev));
+          // Progress is a nicety: a manager that refuses the subscription still gets the generate.
+          await c.subscribe(['nodes']).catch(() => undefined);
+        }
+        try {
+          return await c.generate(n, params);
+        } finally {
+          progress?.done(address);
+        }
+      });
+      if (progress) process.stderr.write(`${progress.finish()}\n`);
+      return report(outcomes, json, (r) => showGenerate(r, wait));
     },
   },
-  status: { usage: 'herd status', run: simple((c) => c.status(), showStatus) },
-  stats: { usage: 'herd stats', run: simple((c) => c.stats(), showStats) },
+  status: {
+    usage: 'herd status [--tail]',
+    options: { tail: { type: 'boolean' } },
+    run: async (values, _p, targets, conn) => simple((c) => c.status(), (r) => showStatus(r, values.tail === true))(values, [], targets, conn),
+  },
+  stats: { usage: 'herd stats', run: simple((c) => c.stats(), (r) => statsLines(r)) },
+  top: {
+    usage: 'herd top [--limit N]',
+    options: { limit: { type: 'string' } },
+    run: (values, _p, targets, conn) => top(targets, conn, { json: values.json === true, limit: uint('--limit', values.limit as string | undefined) }),
+  },
+  export: {
+    usage: 'herd export [--csv|--jsonl] [--what nodes|host|events] [--generation G] [--out FILE]',
+    options: { csv: { type: 'boolean' }, jsonl: { type: 'boolean' }, what: { type: 'string' }, generation: { type: 'string' }, out: { type: 'string' } },
+    run: (values, _p, targets, conn) => {
+      if (values.csv === true && values.jsonl === true) throw new UsageError('choose one of --csv and --jsonl');
+      const view = (values.what ?? 'nodes') as ExportView;
+      if (!EXPORT_VIEWS.includes(view)) throw new UsageError(`--what must be one of ${EXPORT_VIEWS.join(', ')}, got "${view}"`);
+      const generation = uint('--generation', values.generation as string | undefined);
+      return exportCommand(targets, conn, { view, format: values.jsonl === true ? 'jsonl' : 'csv', generation }, values.out as string | undefined, values.json === true);
+    },
+  },
   reset: { usage: 'herd reset', run: simple((c) => c.reset(), showReset) },
   kill: {
     usage: 'herd kill --pid P | --index I',
@@ -252,6 +329,22 @@ const COMMANDS: Record<string, Command> = {
       (r) => [`pong  rtt ${r.rttMs}ms  clock offset ${r.offsetMs >= 0 ? '+' : ''}${r.offsetMs}ms`],
     ),
   },
+  logs: {
+    usage: 'herd logs INDEX [--follow] [--generation G] [--bytes N]',
+    options: { follow: { type: 'boolean', short: 'f' }, generation: { type: 'string' }, bytes: { type: 'string' } },
+    positionals: 1,
+    run: async (values, [indexText], targets, conn) => {
+      if (indexText === undefined) throw new UsageError('logs needs the INDEX of a node');
+      // Indexes are per manager: the output of one node comes from one.
+      if (targets.length !== 1) throw new UsageError(`logs reads one node of one manager; name exactly one with --manager (got ${targets.length})`);
+      return logs(targets[0].address, conn, values, {
+        index: uint('INDEX', indexText)!,
+        generation: uint('--generation', values.generation as string | undefined),
+        bytes: uint('--bytes', values.bytes as string | undefined) ?? LOG_BYTES,
+        follow: values.follow === true,
+      });
+    },
+  },
   watch: {
     usage: 'herd watch [--topics nodes,stats]',
     options: { topics: { type: 'string' } },
@@ -263,6 +356,68 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 };
+
+/**
+ * `herd export`: rows to FILE (or stdout); one summary line per host to stdout with
+ * --out, else to stderr, so that stdout holds only the rows.
+ */
+async function exportCommand(targets: Target[], conn: ConnectOptions, opts: Omit<ExportOptions, 'out'>, file: string | undefined, json: boolean): Promise<number> {
+  let stream: Writable = process.stdout;
+  if (file !== undefined) {
+    const f = createWriteStream(file);
+    await once(f, 'open').catch((err: Error) => {
+      throw new UsageError(`--out ${file}: ${err.message}`);
+    });
+    stream = f;
+  }
+  const outcomes = await exportTimeline(targets, conn, { ...opts, out: stream });
+  if (file !== undefined) await new Promise<void>((resolve) => stream.end(() => resolve()));
+  const summary = (line: string) => (file !== undefined ? out(line) : process.stderr.write(`${line}\n`));
+  if (json) {
+    summary(toJson(Object.fromEntries(outcomes.map((o) => [o.address, o.error ? { error: errorJson(o.error) } : { generation: o.generation, rows: o.rows }]))));
+  } else {
+    const width = Math.max(...outcomes.map((o) => o.address.length));
+    for (const o of outcomes) summary(`${o.address.padEnd(width)}  ${o.error ? errorText(o.error) : `generation ${o.generation}: ${o.rows} ${opts.format === 'csv' ? `${opts.view} rows` : 'lines'}`}${file !== undefined && !o.error ? ` to ${file}` : ''}`);
+  }
+  return outcomes.some((o) => o.error) ? 1 : 0;
+}
+
+/** What `herd logs` prints first: the last 16 KiB (from the next line start). */
+const LOG_BYTES = 16 * 1024;
+
+/** `herd logs`: raw output to stdout (or a JSON object per page), notes and errors to stderr; Ctrl-C ends it with 0. */
+async function logs(address: string, conn: ConnectOptions, values: Values, opts: Pick<FollowOptions, 'index' | 'generation' | 'bytes' | 'follow'>): Promise<number> {
+  const json = values.json === true;
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let client: HerdClient | undefined;
+  try {
+    client = await HerdClient.connect(address, conn);
+    await followLogs(client, {
+      ...opts,
+      signal: stop.signal,
+      note: (text) => process.stderr.write(`herd logs: ${address}  ${text}\n`),
+      write: async (page, data) => {
+        // JSON: one object per page that has output (a follow's empty polls print nothing).
+        if (json) return void ((data.length > 0 || !opts.follow) && out(toJson({ manager: address, ...page, data: data.toString('utf8') })));
+        if (data.length > 0 && !process.stdout.write(data)) await once(process.stdout, 'drain');
+      },
+    });
+    return 0;
+  } catch (err) {
+    if (stop.signal.aborted) return 0;
+    const e = asHerdError(err);
+    if (json) out(toJson({ manager: address, error: errorJson(e) }));
+    else process.stderr.write(`herd logs: ${address}  ${errorText(e)}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await client?.close();
+  }
+}
 
 /** Subscribes on every manager and prints events until Ctrl-C (exit 0) or every connection is gone (exit 1). */
 async function watch(targets: Target[], conn: ConnectOptions, topics: Topic[], json: boolean): Promise<number> {
@@ -355,6 +510,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     out(version());
     return 0;
   }
+  if (name === 'chart') return (await import('./chart-cli')).runChart(rest);
   if (name === 'manager') {
     // Loaded only here: controller commands don't pay for the daemon's dependencies.
     const { runManager } = await import('./daemon');

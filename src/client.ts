@@ -6,7 +6,7 @@ import net from 'node:net';
 import { decodeBody, encodeFrame, FrameDecoder } from './codec';
 import {
   CommandName, CommandParams, CommandResults, DEFAULTS, ErrorCode, GenerateParams, HelloParams,
-  KillParams, ManagerEvent, ManagerIdentity, Topic,
+  KillParams, LogsParams, ManagerEvent, ManagerIdentity, TimelineParams, Topic,
 } from './protocol';
 import { parseAddress } from './targets';
 
@@ -163,6 +163,15 @@ export class HerdClient extends EventEmitter {
   }
   subscribe(topics: Topic[]) {
     return this.request('subscribe', { topics });
+  }
+  /** A page of node `index`'s output (herd's `logs`); without `offset`, its last `maxBytes`. */
+  logs(index: number, opts: Omit<LogsParams, 'index'> = {}) {
+    return this.request('logs', { index, ...opts });
+  }
+
+  /** A page of a generation's timeline JSONL (herd's `timeline`); default: the current generation from offset 0. */
+  timeline(params: TimelineParams = {}) {
+    return this.request('timeline', params);
   }
 
   /** Closes the connection; requests still pending are rejected with CLOSED. */

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { readLimits } from './limits';
+import { NODE_LOG_DEFAULTS } from './nodeoutput';
 import { DEFAULTS } from './protocol';
 
 export interface ManagerConfig {
@@ -26,19 +27,30 @@ export interface ManagerConfig {
   statsIntervalMs: number;
   /** Listen on a non-loopback address without a token (--insecure). */
   insecure: boolean;
+  /** Where the dashboard page is served (--dashboard); always a loopback address. */
+  dashboard: { host: string; port: number } | null;
+  /** Send the manager's statechart to Stately's hosted inspector (--inspect). */
+  inspect: boolean;
   /** With a token: ms a connection has to authenticate (HERD_AUTH_TIMEOUT_MS). */
   authTimeoutMs: number;
+  /** A node's output file is rotated past this size; 0 never (--node-log-max-bytes). */
+  nodeLogMaxBytes: number;
+  /** How often node output sizes are checked (HERD_NODE_LOG_CHECK_MS). */
+  nodeLogCheckMs: number;
   /** Things the user should fix that do not stop the manager; logged at startup. */
   warnings: string[];
 }
 
 export const EXAMPLE_NODE = path.resolve(__dirname, '../example/node.js');
 export const DEFAULT_AUTH_TIMEOUT_MS = 10_000;
+/** `--dashboard` without a port. */
+export const DASHBOARD_PORT = 7080;
 
 export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--node-command PATH] [--node-arg=ARG]...
                     [--interface-port N] [--token-file FILE] [--log-dir DIR]
                     [--max-frame BYTES] [--max-nodes N] [--kill-grace-ms MS]
                     [--stats-interval-ms MS] [--state-dir DIR] [--insecure]
+                    [--node-log-max-bytes BYTES] [--dashboard [[HOST:]PORT]] [--inspect]
 
   --host ADDR              address to bind (default: the first address in MANAGER_IPS
                            that belongs to this machine, else 127.0.0.1)
@@ -50,7 +62,8 @@ export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--no
                            interface (default ${DEFAULTS.interfacePort})
   --token-file FILE        require clients to send this token in hello (default:
                            $HERD_TOKEN_FILE); nodes receive it as HERD_TOKEN
-  --log-dir DIR            manager.log, stats.jsonl and node output (default ./herd-logs)
+  --log-dir DIR            manager.log, stats.jsonl, timeline/ and node output
+                           (default ./herd-logs)
   --max-frame BYTES        largest accepted frame (default ${DEFAULTS.maxFrame})
   --max-nodes N            largest generate accepted (default: what RLIMIT_NOFILE,
                            RLIMIT_NPROC and pid_max allow; the startup log says which binds)
@@ -59,9 +72,18 @@ export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--no
   --state-dir DIR          state file for reaping leftovers after a crash (default
                            $HERD_STATE_DIR, else /run/herd as root, else $XDG_RUNTIME_DIR/herd)
   --insecure               allow a non-loopback --host without a token
+  --dashboard [[HOST:]PORT]
+                           serve the live dashboard on http://HOST:PORT/ (default
+                           127.0.0.1:${DASHBOARD_PORT}; 0 picks a free port); HOST must be loopback
+  --inspect                show the manager's statechart in Stately's hosted inspector
+                           (needs the internet; the log gives the link)
+  --node-log-max-bytes BYTES
+                           rotate a node's output file (nodes/gen-G/node-I.log) to
+                           node-I.log.1 past this size; 0 never (default ${NODE_LOG_DEFAULTS.maxBytes})
 
 Environment: HERD_TOKEN_FILE (as --token-file), HERD_AUTH_TIMEOUT_MS (ms a
-connection has to send a valid hello when a token is set; default ${DEFAULT_AUTH_TIMEOUT_MS}).
+connection has to send a valid hello when a token is set; default ${DEFAULT_AUTH_TIMEOUT_MS}),
+HERD_NODE_LOG_CHECK_MS (how often node output sizes are checked; default ${NODE_LOG_DEFAULTS.checkMs}).
 
 Prints "listening HOST:PORT" on stdout once it accepts connections.`;
 
@@ -135,19 +157,41 @@ function checkExposure(host: string, token: string | null, insecure: boolean, wa
   );
 }
 
-/** HERD_AUTH_TIMEOUT_MS, if set: a positive integer of ms. */
-function authTimeout(value: string | undefined): number {
-  if (value === undefined || value === '') return DEFAULT_AUTH_TIMEOUT_MS;
+/** A duration in ms from the environment variable `name`, if set: a positive integer. */
+function envMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
   const n = Number(value);
-  if (!/^\d+$/.test(value) || n < 1 || n > 2 ** 31 - 1) throw new ConfigError(`HERD_AUTH_TIMEOUT_MS must be an integer from 1 to ${2 ** 31 - 1} (ms), got "${value}"`);
+  if (!/^\d+$/.test(value) || n < 1 || n > 2 ** 31 - 1) throw new ConfigError(`${name} must be an integer from 1 to ${2 ** 31 - 1} (ms), got "${value}"`);
   return n;
+}
+
+/** `--dashboard` without a value (last, or before another flag) means the default port. */
+function dashboardDefault(argv: string[]): string[] {
+  return argv.map((a, i) => (a === '--dashboard' && (i + 1 === argv.length || argv[i + 1].startsWith('-')) ? `--dashboard=${DASHBOARD_PORT}` : a));
+}
+
+/** `--dashboard [HOST:]PORT`, HOST loopback only: the page has no authentication. */
+function dashboardAddress(value: string | undefined): ManagerConfig['dashboard'] {
+  if (value === undefined) return null;
+  const m = /^(?:(?:\[([^\]]+)\]|([^:]+)):)?(\d+)$/.exec(value);
+  if (!m) throw new ConfigError(`--dashboard takes [HOST:]PORT, e.g. 7080 or 127.0.0.1:7080, got "${value}"`);
+  const host = m[1] ?? m[2] ?? '127.0.0.1';
+  if (!isLoopback(host)) {
+    const port = m[3] === '0' ? DASHBOARD_PORT : m[3];
+    throw new ConfigError(
+      `refusing to serve the dashboard on ${host}: it has no authentication, so it listens on loopback only.\n` +
+        `To see it from another machine, serve it on --dashboard ${port} and tunnel to it: ssh -N -L ${DASHBOARD_PORT}:127.0.0.1:${port} <this host>, then open http://127.0.0.1:${DASHBOARD_PORT}/`,
+    );
+  }
+  return { host, port: int('dashboard', m[3], DASHBOARD_PORT, 0, 65535) };
 }
 
 export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ManagerConfig & { help: boolean } {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: dashboardDefault(argv),
       strict: true,
       allowPositionals: false,
       options: {
@@ -164,6 +208,9 @@ export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = proces
         'stats-interval-ms': { type: 'string' },
         'state-dir': { type: 'string' },
         insecure: { type: 'boolean' },
+        'node-log-max-bytes': { type: 'string' },
+        dashboard: { type: 'string' },
+        inspect: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -191,7 +238,11 @@ export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = proces
     killGraceMs: int('kill-grace-ms', values['kill-grace-ms'], DEFAULTS.killGraceMs, 0),
     statsIntervalMs: int('stats-interval-ms', values['stats-interval-ms'], DEFAULTS.statsIntervalMs, 10),
     insecure,
-    authTimeoutMs: authTimeout(env.HERD_AUTH_TIMEOUT_MS),
+    authTimeoutMs: envMs(env, 'HERD_AUTH_TIMEOUT_MS', DEFAULT_AUTH_TIMEOUT_MS),
+    nodeLogMaxBytes: int('node-log-max-bytes', values['node-log-max-bytes'], NODE_LOG_DEFAULTS.maxBytes, 0, Number.MAX_SAFE_INTEGER),
+    nodeLogCheckMs: envMs(env, 'HERD_NODE_LOG_CHECK_MS', NODE_LOG_DEFAULTS.checkMs),
+    dashboard: dashboardAddress(values.dashboard),
+    inspect: values.inspect ?? false,
     warnings,
   };
 }

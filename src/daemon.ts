@@ -6,12 +6,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
 import { Containment } from './containment';
+import { Dashboard } from './dashboard';
 import { Launcher } from './launcher';
-import { FD_RESERVE, readLimits } from './limits';
+import { FD_RESERVE, FDS_PER_NODE, nodesForNofile, readLimits } from './limits';
 import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
+import { NodeOutput } from './nodeoutput';
+import type { ManagerIdentity } from './protocol';
 import { Sampler } from './sampler';
 import { formatAddress, isWildcard, ManagerServer } from './server';
 import { Supervisor } from './supervisor';
+import { Timeline } from './timeline';
 
 /** The package version, from the package.json above this file (src/ or dist/src/). */
 function version(): string {
@@ -74,24 +78,39 @@ export async function runManager(argv: string[]): Promise<void> {
   // HERD_MANAGER is filled in once the port is known, before any node can start.
   const nodeEnv: NodeJS.ProcessEnv = { ...process.env };
   if (config.token !== null) nodeEnv.HERD_TOKEN = config.token;
+  const nodeOutput = new NodeOutput({ logDir: config.logDir, maxBytes: config.nodeLogMaxBytes, checkMs: config.nodeLogCheckMs, logger });
   const launcher = new Launcher({
     command: config.nodeCommand,
     args: config.nodeArgs,
     env: nodeEnv,
-    logDir: config.logDir,
+    output: nodeOutput,
     killGraceMs: config.killGraceMs,
     logger,
     containment,
-    maxLive: limits.nofile - FD_RESERVE,
-    maxLiveReason: `RLIMIT_NOFILE is ${limits.nofile} (${FD_RESERVE} kept for the manager)`,
+    maxLive: nodesForNofile(limits.nofile),
+    maxLiveReason: `RLIMIT_NOFILE is ${limits.nofile} (${FDS_PER_NODE} per node, ${FD_RESERVE} kept for the manager)`,
   });
-  const supervisor = new Supervisor({ launcher, containment, logger, maxQueue: MAX_QUEUE });
+  // Loaded only with --inspect: its WebSocket client is of no use otherwise.
+  const inspector = config.inspect ? (await import('./inspect')).skyInspector(logger) : null;
+  if (inspector) logger.info(`inspect: the manager's statechart will be live at ${inspector.url} once connected to Stately Sky`);
+  const supervisor = new Supervisor({ launcher, containment, logger, maxQueue: MAX_QUEUE, inspect: inspector?.inspect });
   const sampler = new Sampler({
     intervalMs: config.statsIntervalMs,
     logFile: path.join(config.logDir, 'stats.jsonl'),
     nodes: () => supervisor.liveNodes(),
     logger,
   });
+  const identity = { version: VERSION, hostname: os.hostname(), pid: process.pid };
+  const timeline = new Timeline({
+    logDir: config.logDir,
+    logger,
+    manager: (): ManagerIdentity => ({ ...identity, address: server.address }),
+    intervalMs: config.statsIntervalMs,
+    current: () => supervisor.generation(),
+  });
+  sampler.on('sample', (event, mono) => timeline.sample(event, mono));
+  supervisor.on('phase', (view, from) => timeline.phase(view, from));
+  supervisor.on('event', (event) => event.event === 'ready' && timeline.ready(event));
   const server = new ManagerServer({
     host: config.host,
     port: config.port,
@@ -99,9 +118,11 @@ export async function runManager(argv: string[]): Promise<void> {
     maxNodes: config.maxNodes,
     interfacePort: config.interfacePort,
     token: config.token,
-    identity: { version: VERSION, hostname: os.hostname(), pid: process.pid },
+    identity,
     supervisor,
     sampler,
+    nodeOutput,
+    timeline,
     logger,
     // Every node may hold a connection of its own, beside the controllers.
     maxConnections: config.maxNodes + 1024,
@@ -125,10 +146,20 @@ export async function runManager(argv: string[]): Promise<void> {
   const port = Number(address.slice(address.lastIndexOf(':') + 1));
   nodeEnv.HERD_MANAGER = isWildcard(config.host) ? `127.0.0.1:${port}` : address;
   await sampler.start();
+  if (config.dashboard) {
+    const dashboard = new Dashboard({ ...config.dashboard, title: address, supervisor, sampler, logger });
+    try {
+      logger.info(`dashboard ${await dashboard.listen()}`);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      return fatal(`cannot serve the dashboard on ${formatAddress(config.dashboard.host, config.dashboard.port)}: ${e.code ?? e.message}; choose another port with --dashboard PORT (0 picks a free one)`);
+    }
+  }
+  nodeOutput.start();
 
   // Signal handlers before the `listening` line: a signal sent as soon as it is read
   // would otherwise meet the default action (SIGHUP and SIGTERM kill at once).
-  installLifecycle({ logger, server, supervisor, sampler, launcher, containment });
+  installLifecycle({ logger, server, supervisor, sampler, timeline, launcher, containment, nodeOutput });
   process.stdout.write(`listening ${address}\n`);
   logger.info(`herd ${VERSION} manager listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
   logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}`);
@@ -139,10 +170,12 @@ function installLifecycle(parts: {
   server: ManagerServer;
   supervisor: Supervisor;
   sampler: Sampler;
+  timeline: Timeline;
   launcher: Launcher;
   containment: Containment;
+  nodeOutput: NodeOutput;
 }): void {
-  const { logger, server, supervisor, sampler, launcher, containment } = parts;
+  const { logger, server, supervisor, sampler, timeline, launcher, containment, nodeOutput } = parts;
   let stopping = false;
   let forced = false;
   let logClosing = false;
@@ -170,6 +203,8 @@ function installLifecycle(parts: {
       const killed = await supervisor.shutdown();
       await closed;
       await sampler.stop();
+      await timeline.close();
+      await nodeOutput.stop();
       // A second signal took over (and its SIGKILLs are why the nodes are gone): it exits, with status 1.
       if (forced) return;
       // Everything is reaped: the state file and cgroups go, the watchdog has nothing to do.
@@ -194,6 +229,7 @@ function installLifecycle(parts: {
     logger.info('SIGHUP: reopening manager.log and stats.jsonl');
     const reopened = reopenLogFiles(logger);
     sampler.reopen();
+    timeline.reopen();
     // On failure reopenLogFiles has logged the error and keeps retrying.
     if (reopened?.ok) logger.info(`SIGHUP: reopened ${reopened.file}; stats.jsonl continues in the same directory`);
   });

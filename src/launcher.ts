@@ -1,8 +1,8 @@
 // The process launcher: starts node processes and kills their process groups.
 //
 // Each node runs directly (no shell), in its own process group (detached), with
-// stdout and stderr appended to its own file, so a chatty node never blocks on a
-// pipe the manager does not read. Spawning is synchronous in Node (1-4 ms of
+// stdout and stderr appended to its own file (src/nodeoutput.ts), so a chatty node
+// never blocks on a pipe the manager does not read. Spawning is synchronous in Node (1-4 ms of
 // event-loop time per child), so launches are queued and started in slices of at
 // most `sliceMs` with a yield in between: status requests and node connects are
 // served meanwhile (a fixed batch of 25 held the loop for up to 100 ms).
@@ -10,27 +10,28 @@
 // `processLogic` is the XState actor that machines/node.ts invokes as `process`.
 
 import { ChildProcess, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import path from 'node:path';
+import { closeSync } from 'node:fs';
 import { fromCallback } from 'xstate';
 import type { NodeInput, ProcessEvent, ProcessStop } from '../machines/node';
 import type { Containment } from './containment';
 import type { Logger } from './logger';
+import type { NodeOutput, OutputFile } from './nodeoutput';
 
 export interface LauncherOptions {
   command: string;
   args: string[];
   /** Environment every node inherits (the manager's own, plus HERD_MANAGER / HERD_TOKEN). */
   env: NodeJS.ProcessEnv;
-  logDir: string;
+  /** Opens each node's output file, and reads the last lines of a node that exited on its own. */
+  output: NodeOutput;
   killGraceMs: number;
   logger: Logger;
   /** Records, moves into cgroups and sweeps up after the nodes (see src/containment.ts). */
   containment: Containment;
   /**
    * Nodes that may be alive at once before a launch is refused with EMFILE: each
-   * holds one of the manager's descriptors with its connection, and a manager out
-   * of descriptors could no longer answer its controller.
+   * holds manager descriptors (src/limits.ts, FDS_PER_NODE), and a manager out of
+   * descriptors could no longer answer its controller.
    */
   maxLive: number;
   /** Where the bound comes from, for the error message. */
@@ -44,6 +45,7 @@ interface Launch {
   report: (event: ProcessEvent) => void;
   child: ChildProcess | null;
   pid: number | null;
+  output: OutputFile | null;
   exited: boolean;
   cancelled: boolean;
   /** The grace period ran out and the group got SIGKILL. */
@@ -66,7 +68,6 @@ export class Launcher {
   private readonly live = new Map<number, Launch>();
   private draining = false;
   private readonly sliceMs: number;
-  private readonly madeDirs = new Set<string>();
 
   constructor(private readonly opts: LauncherOptions) {
     this.sliceMs = opts.sliceMs ?? 5;
@@ -74,7 +75,7 @@ export class Launcher {
 
   /** The actor logic for machines/node.ts `process`. */
   readonly processLogic = fromCallback<ProcessStop, NodeInput>(({ input, sendBack, receive }) => {
-    const launch: Launch = { input, report: sendBack, child: null, pid: null, exited: false, cancelled: false, escalated: false, graceTimer: null };
+    const launch: Launch = { input, report: sendBack, child: null, pid: null, output: null, exited: false, cancelled: false, escalated: false, graceTimer: null };
     this.enqueue(launch);
     receive(() => this.stop(launch));
     // The actor is stopped when its node is dropped, or when the manager shuts down.
@@ -114,20 +115,11 @@ export class Launcher {
     else this.draining = false;
   }
 
-  private logFile(input: NodeInput): string {
-    const dir = path.join(this.opts.logDir, 'nodes', `gen-${input.generation}`);
-    if (!this.madeDirs.has(dir)) {
-      mkdirSync(dir, { recursive: true });
-      this.madeDirs.add(dir);
-    }
-    return path.join(dir, `node-${input.index}.log`);
-  }
-
   private start(launch: Launch): void {
     const { input } = launch;
     if (this.live.size >= this.opts.maxLive) {
       const err: NodeJS.ErrnoException = new Error(
-        `${this.live.size} nodes are alive and each needs one of the manager's file descriptors; ${this.opts.maxLiveReason ?? 'RLIMIT_NOFILE'}: raise it (ulimit -n, LimitNOFILE=) or start fewer nodes`,
+        `${this.live.size} nodes are alive and each needs some of the manager's file descriptors; ${this.opts.maxLiveReason ?? 'RLIMIT_NOFILE'}: raise it (ulimit -n, LimitNOFILE=) or start fewer nodes`,
       );
       err.code = 'EMFILE';
       this.fail(launch, err);
@@ -136,8 +128,9 @@ export class Launcher {
     let fd: number | null = null;
     let child: ChildProcess;
     try {
-      // Truncated: a file left by an earlier run with the same --log-dir is replaced.
-      fd = openSync(this.logFile(input), 'w');
+      const opened = this.opts.output.open(input.generation, input.index);
+      fd = opened.fd;
+      launch.output = opened.output;
       child = spawn(this.opts.command, [...this.opts.args, input.interface, input.machineIp], {
         detached: true,
         stdio: ['ignore', fd, fd],
@@ -159,6 +152,7 @@ export class Launcher {
     });
     if (child.pid === undefined) return; // the 'error' event follows
     launch.pid = child.pid;
+    this.opts.output.started(launch.output!, child.pid);
     this.live.set(child.pid, launch);
     this.opts.containment.started(child.pid, input.generation, input.index);
     child.on('exit', (code, signal) => this.exited(launch, code, signal));
@@ -179,10 +173,19 @@ export class Launcher {
     const escaped = this.opts.containment.reaped(pid, launch.input.generation, launch.input.index);
     if (escaped > 0) this.opts.logger.warn(`node ${launch.input.index} (pid ${pid}) left ${escaped} process(es) outside its group; killed through its cgroup`);
     launch.exited = true;
+    const stopped = launch.graceTimer !== null;
     if (launch.graceTimer) clearTimeout(launch.graceTimer);
     this.live.delete(pid);
     if (this.live.size === 0 && this.queue.length === 0) this.opts.containment.idle();
-    launch.report({ type: 'process.exited', exitCode: code, signal, escalated: launch.escalated, escaped });
+    this.opts.output.exited(launch.output!);
+    const report = (tail?: string[]) => {
+      // Dropped meanwhile (manager shutdown, supervisor recovery): nobody to tell.
+      if (!launch.cancelled) launch.report({ type: 'process.exited', exitCode: code, signal, escalated: launch.escalated, escaped, tail });
+    };
+    // The last lines are kept for a node that exited on its own (the ones status shows);
+    // a reset stops every node, and reads none.
+    if (stopped) report();
+    else void this.opts.output.tail(launch.output!).then((tail) => report(tail ?? undefined));
   }
 
   /** SIGTERM to the group, SIGKILL after the grace period. */

@@ -1,7 +1,7 @@
 // Pre-flight: how many nodes this host's limits allow one manager to run.
 //
-// Each node costs the manager one file descriptor (its connection) and the host
-// at least one process. The binding limits are the manager's RLIMIT_NOFILE, the
+// Each node costs the manager FDS_PER_NODE file descriptors and the host at
+// least one process. The binding limits are the manager's RLIMIT_NOFILE, the
 // user's RLIMIT_NPROC (which counts threads, and which root is exempt from) and
 // the kernel's pid_max. `--max-nodes` defaults to what they allow.
 
@@ -9,6 +9,14 @@ import { readFileSync } from 'node:fs';
 
 /** Descriptors the manager keeps for itself: listener, logs, controllers, spawn's transient pipes. */
 export const FD_RESERVE = 64;
+/** Descriptors the manager holds per node: its connection, and its /proc/<pid>/stat, kept open by the sampler (src/pidstat.ts). */
+export const FDS_PER_NODE = 2;
+
+/** Nodes that RLIMIT_NOFILE `nofile` leaves room for. */
+export const nodesForNofile = (nofile: number): number => Math.floor((nofile - FD_RESERVE) / FDS_PER_NODE);
+/** Why that is the bound, for messages. */
+export const nofileReason = (nofile: number): string =>
+  `RLIMIT_NOFILE ${nofile} (${FDS_PER_NODE} descriptors per node: its connection and its /proc stat file; ${FD_RESERVE} kept for the manager)`;
 
 export interface HostLimits {
   /** Soft RLIMIT_NOFILE of the manager. */
@@ -37,7 +45,7 @@ export function readLimits(): HostLimits {
   // The fourth field of /proc/loadavg is running/total scheduling entities.
   const tasks = Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[3].split('/')[1]);
   const bounds: [string, number][] = [
-    [`RLIMIT_NOFILE ${nofile} (one descriptor per node connection, ${FD_RESERVE} kept for the manager)`, nofile - FD_RESERVE],
+    [nofileReason(nofile), nodesForNofile(nofile)],
     [`pid_max ${pidMax} with ${tasks} tasks running`, pidMax - tasks - FD_RESERVE],
   ];
   if (nproc !== null) bounds.push([`RLIMIT_NPROC ${nproc} (counts every thread of the user)`, nproc - tasks]);

@@ -48,6 +48,8 @@ export interface NodeInfo {
   exitCode?: number | null;
   /** Present once killed: a signal name such as "SIGKILL", or null. */
   signal?: string | null;
+  /** herd's addition, for a killed node that exited on its own: the last lines of its output (at most 5, each cut to 160 characters). */
+  tail?: string[];
 }
 
 // ---- requests -------------------------------------------------------------
@@ -57,6 +59,10 @@ export interface GenerateParams { n: number; wait?: WaitMode; timeoutMs?: number
 export interface ConnectParams { pid: number; nodeId?: unknown }
 export type KillParams = { pid: number } | { index: number };
 export interface SubscribeParams { topics: Topic[] }
+/** herd's addition: a page of a generation's timeline file (default: the current generation, from offset 0). */
+export interface TimelineParams { generation?: number; offset?: number; maxBytes?: number }
+/** herd's addition: a page of one node's output (default: the current generation, the last `maxBytes`). */
+export interface LogsParams { index: number; generation?: number; offset?: number; maxBytes?: number }
 
 /** Parameters of each command, keyed by `cmd`. */
 export interface CommandParams {
@@ -69,11 +75,13 @@ export interface CommandParams {
   kill: KillParams;
   stats: Record<string, never>;
   subscribe: SubscribeParams;
+  timeline: TimelineParams;
+  logs: LogsParams;
 }
 
 export type CommandName = keyof CommandParams;
 export const COMMANDS: readonly CommandName[] = [
-  'hello', 'ping', 'generate', 'connect', 'status', 'reset', 'kill', 'stats', 'subscribe',
+  'hello', 'ping', 'generate', 'connect', 'status', 'reset', 'kill', 'stats', 'subscribe', 'timeline', 'logs',
 ];
 
 /** A validated request: what the server hands inward. */
@@ -83,9 +91,27 @@ export type Command = { [C in CommandName]: { cmd: C } & CommandParams[C] }[Comm
 
 export interface ManagerIdentity { version: string; hostname: string; pid: number; address: string }
 
-export interface HostStats { cpus: number[]; load: number; memUsed: number; memTotal: number }
+/**
+ * One sample of the host. `cpus` and `load` are the contract's busy percentages
+ * (steal counts as busy); the other CPU and load fields are herd's additions.
+ */
+export interface HostStats {
+  cpus: number[];
+  load: number;
+  memUsed: number;
+  memTotal: number;
+  /** Percent of time the hypervisor gave to others, per core and in total (inside cpus and load). */
+  cpusSteal: number[];
+  steal: number;
+  /** Percent of time idle with I/O outstanding, in total (idle, so outside load). */
+  iowait: number;
+  /** The kernel's 1, 5 and 15-minute load averages (runnable plus uninterruptible tasks). */
+  loadavg: [number, number, number];
+}
+/** `cpu` is percent of one core (a multi-threaded node may exceed 100); `rss` is bytes. */
 export interface NodeStats { pid: number; index: number; cpu: number; rss: number }
-export interface StatsResult { host: HostStats; nodes: NodeStats[] }
+/** herd adds `generation`: the generation the listed nodes belong to. */
+export interface StatsResult { generation: number; host: HostStats; nodes: NodeStats[] }
 
 export interface NodeCounts { spawning: number; running: number; killed: number }
 
@@ -113,6 +139,46 @@ export interface ResetResult {
   strays: { cgroup: number; sweep: number };
 }
 
+/** A page of a timeline file (herd's `timeline` command); see src/filechunk.ts. */
+export interface TimelineResult {
+  generation: number;
+  /** It is the manager's current generation: its file may still grow. */
+  current: boolean;
+  offset: number;
+  next: number;
+  size: number;
+  eof: boolean;
+  /** Whole JSONL lines (TimelineLine), unless one line is longer than the page. */
+  data: Uint8Array;
+}
+
+/** The largest `maxBytes` of `logs` (also its default): a reply stays well inside a 1 MiB frame. */
+export const LOGS_MAX_BYTES = 256 * 1024;
+
+/**
+ * A page of one node's output, stdout and stderr together (herd's `logs` command).
+ * Offsets count bytes of the node's whole output: output rotated into
+ * node-I.log.1 keeps its offsets, and what is older than that is gone.
+ */
+export interface LogsResult {
+  generation: number;
+  index: number;
+  pid: number;
+  /** False once the node's process has been reaped: past `size`, nothing more will come. */
+  alive: boolean;
+  /** The oldest offset still on disk. */
+  start: number;
+  /** Where `data` starts: the requested offset; `start` if that was rotated away; the current file's start if it is past the end (truncated by someone else). */
+  offset: number;
+  /** `offset + data.length`: the offset to ask for next. */
+  next: number;
+  /** The output's end when read. */
+  size: number;
+  eof: boolean;
+  /** Raw bytes (MessagePack bin): what the node wrote, not necessarily UTF-8 or whole lines. */
+  data: Uint8Array;
+}
+
 /** Result fields of each command (the reply adds `id` and `ok: true`). */
 export interface CommandResults {
   hello: { protocol: number; manager: ManagerIdentity };
@@ -124,6 +190,8 @@ export interface CommandResults {
   kill: { pid: number; exitCode: number | null; signal: string | null; outcome: StopOutcome | null };
   stats: StatsResult;
   subscribe: { topics: Topic[] };
+  timeline: TimelineResult;
+  logs: LogsResult;
 }
 
 export type OkReply<C extends CommandName = CommandName> = { id: RequestId; ok: true } & CommandResults[C];
@@ -144,6 +212,39 @@ export interface NodeEvent {
 export interface ReadyEvent { event: 'ready'; generation: number; n: number }
 export type StatsEvent = { event: 'stats'; time: number } & StatsResult;
 export type ManagerEvent = NodeEvent | ReadyEvent | StatsEvent;
+
+// ---- the timeline file (<log-dir>/timeline/gen-<G>.jsonl, one JSON object per line) ----
+
+/** A node's phase in the manager: the protocol's states plus the steps between them. */
+export type NodePhase = 'launching' | 'spawning' | 'running' | 'stopping' | 'killed' | 'failed';
+
+/** Every line has `time` (ms since epoch) and `mono` (ms of CLOCK_MONOTONIC: for differences and ordering). */
+interface Stamped { time: number; mono: number; generation: number }
+export interface TimelineHeader extends Stamped {
+  type: 'header';
+  format: 1;
+  /** The generate's n. */
+  n: number;
+  manager: ManagerIdentity;
+  intervalMs: number;
+}
+export interface TimelineSample extends Stamped { type: 'sample'; host: HostStats; nodes: NodeStats[] }
+export interface TimelineNodeChange extends Stamped {
+  type: 'node';
+  index: number;
+  /** null for a node the OS refused to start. */
+  pid: number | null;
+  from: NodePhase;
+  to: NodePhase;
+  /** ms since this node's previous change (spawning to running: start to connect; stopping to killed: signal to reaped); null for the first. */
+  latencyMs: number | null;
+  exitCode?: number | null;
+  signal?: string | null;
+  outcome?: StopOutcome | null;
+  failure?: { code: string; message: string };
+}
+export interface TimelineReady extends Stamped { type: 'ready'; n: number }
+export type TimelineLine = TimelineHeader | TimelineSample | TimelineNodeChange | TimelineReady;
 
 /** Fixed defaults of the command line (PROTOCOL.md, "Command line"). */
 export const DEFAULTS = {

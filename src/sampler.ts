@@ -1,7 +1,8 @@
 // The one owner of CPU/memory samples in the manager: host CPU per core and in
-// total, host memory, and CPU/RSS of each live node, every `intervalMs`.
-// Published as 'sample' events (a StatsEvent, ready to send to subscribers),
-// kept for `latest()` (the `stats` command), and appended to a JSONL log.
+// total (busy, steal, iowait), load averages, host memory, and CPU/RSS of each
+// live node, every `intervalMs`. Published as 'sample' events (a StatsEvent, ready
+// to send to subscribers, with the monotonic time of its reading), kept for
+// `latest()` (the `stats` command), and its host part appended to a JSONL log.
 //
 // Where the numbers come from, and why:
 // - Host CPU: deltas of /proc/stat between two samples. This is the same
@@ -19,73 +20,87 @@
 //   window and no shared state. Nothing in the manager should call
 //   si.currentLoad().
 //   Busy = user + nice + system + irq + softirq + steal; idle = idle + iowait
-//   (guest time is already counted inside user/nice).
+//   (guest time is already counted inside user/nice). Steal and iowait are also
+//   reported on their own (si reports steal as 0).
+// - Load averages: /proc/loadavg.
 // - Host memory: si.mem() (an async read of /proc/meminfo, < 1 ms).
 //   memUsed = total - available.
-// - Nodes: /proc/<pid>/stat through proc.ts (utime+stime ticks, RSS pages), never
-//   si.processes()/processLoad(), which run `ps` on every call.
+// - Nodes: /proc/<pid>/stat through pidstat.ts (utime+stime ticks, RSS pages,
+//   from a descriptor kept open per node), never si.processes()/processLoad(),
+//   which run `ps` and a `cat` per pid on every call.
+// Nothing here starts a process per sample (getconf runs once per process).
 
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { appendFile, mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as si from 'systeminformation';
+import { AppendLog } from './appendlog';
 import type { Logger } from './logger';
-import { readStat } from './proc';
+import { PidStats } from './pidstat';
 import type { HostStats, NodeStats, StatsEvent, StatsResult } from './protocol';
+
+/** The current generation's live nodes, as the sampler asks for them at each sample. */
+export interface LiveNodes { generation: number; nodes: { pid: number; index: number }[] }
 
 export interface SamplerOptions {
   /** --stats-interval-ms, default 1000. */
   intervalMs: number;
-  /** JSONL CPU log path (e.g. <log-dir>/stats.jsonl); null = none. */
+  /** JSONL log of the host samples (e.g. <log-dir>/stats.jsonl); null = none. */
   logFile: string | null;
-  /** Live nodes of the current generation, asked at each sample. */
-  nodes: () => { pid: number; index: number }[];
+  nodes: () => LiveNodes;
   logger: Logger;
 }
 
-/** Cumulative busy/total ticks of one CPU line of /proc/stat (`cpu`, `cpu0`, ...). */
-interface CpuTicks { name: string; busy: number; total: number }
+/** Cumulative ticks of one CPU line of /proc/stat (`cpu`, `cpu0`, ...). */
+interface CpuTicks { name: string; busy: number; steal: number; iowait: number; total: number }
 
-interface ProcReading { ticks: number; startTicks: number; rssPages: number }
-
-/** Raw counters at one instant; a published sample is the difference of two. */
+/** Host counters at one instant; a published sample is the difference of two. */
 interface Reading {
   /** process.hrtime.bigint() when the counters were read. */
   mono: bigint;
   all: CpuTicks;
   cores: CpuTicks[];
-  procs: Map<number, ProcReading>;
 }
 
+type Mem = { memUsed: number; memTotal: number };
+
 const round1 = (x: number): number => Math.round(x * 10) / 10;
+const round2 = (x: number): number => Math.round(x * 100) / 100;
 const clampPercent = (x: number): number => round1(Math.min(100, Math.max(0, x)));
 
-function busyPercent(prev: CpuTicks | undefined, now: CpuTicks): number {
+/** Percent of the window's ticks spent in `part` (busy, steal or iowait) on one CPU. */
+export function percentOf(part: 'busy' | 'steal' | 'iowait', prev: CpuTicks | undefined, now: CpuTicks): number {
   // No reading of this CPU in the previous sample (a CPU brought online): 0.
   if (!prev || prev.name !== now.name) return 0;
   const total = now.total - prev.total;
   // iowait may go backwards on Linux, hence the clamp.
-  return total > 0 ? clampPercent(((now.busy - prev.busy) / total) * 100) : 0;
+  return total > 0 ? clampPercent(((now[part] - prev[part]) / total) * 100) : 0;
 }
 
-/** The `cpu` and `cpuN` lines of /proc/stat, as cumulative busy/total ticks. */
-function readCpuTicks(): { all: CpuTicks; cores: CpuTicks[] } {
+/** The `cpu` and `cpuN` lines of the text of /proc/stat, as cumulative ticks. */
+export function parseCpuTicks(text: string): { all: CpuTicks; cores: CpuTicks[] } {
   let all: CpuTicks | null = null;
   const cores: CpuTicks[] = [];
-  for (const line of readFileSync('/proc/stat', 'latin1').split('\n')) {
+  for (const line of text.split('\n')) {
     if (!line.startsWith('cpu')) continue;
     // user nice system idle iowait irq softirq steal [guest guest_nice]
     const f = line.trim().split(/\s+/);
     const v = (i: number): number => Number(f[i]) || 0;
-    const idle = v(4) + v(5);
-    const busy = v(1) + v(2) + v(3) + v(6) + v(7) + v(8);
-    const ticks = { name: f[0], busy, total: busy + idle };
+    const iowait = v(5);
+    const steal = v(8);
+    const busy = v(1) + v(2) + v(3) + v(6) + v(7) + steal;
+    const ticks = { name: f[0], busy, steal, iowait, total: busy + v(4) + iowait };
     if (f[0] === 'cpu') all = ticks;
     else cores.push(ticks);
   }
   if (!all || cores.length === 0) throw new Error('/proc/stat has no cpu lines');
   return { all, cores };
+}
+
+function readLoadavg(): [number, number, number] {
+  const f = readFileSync('/proc/loadavg', 'latin1').split(' ');
+  return [Number(f[0]), Number(f[1]), Number(f[2])];
 }
 
 function getconf(name: string, fallback: number): Promise<number> {
@@ -107,7 +122,10 @@ function readSysconf(): Promise<{ clkTck: number; pageSize: number }> {
 /** Distinct sampling-error messages logged at most; past this, new ones are dropped. */
 const MAX_REMEMBERED_ERRORS = 100;
 
-export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
+/** A monotonic hrtime reading in ms (µs resolution), the unit of the logs' `mono`. */
+export const monoMs = (t: bigint = process.hrtime.bigint()): number => Number(t / 1000n) / 1000;
+
+export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   private readonly opts: SamplerOptions;
   private clkTck = 100;
   private pageSize = 4096;
@@ -116,13 +134,15 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
   private stopped = false;
   /** The sample in flight, if any (ticks never overlap: a busy tick is skipped). */
   private inFlight: Promise<void> | null = null;
-  /** Counters of the last published sample (or of the baseline before the first). */
+  /** Host counters of the last published sample (or of the baseline before the first). */
   private prev: Reading | null = null;
+  /** Per-node counters; each entry's base is its ticks at `prev`. */
+  private readonly pids = new PidStats();
   /** Memory read with the baseline: used by latest() before the first sample. */
-  private baselineMem: { memUsed: number; memTotal: number } | null = null;
+  private baselineMem: Mem | null = null;
   private published: StatsResult | null = null;
   private readonly errorsSeen = new Set<string>();
-  private logBroken = false;
+  private readonly log: AppendLog;
 
   constructor(opts: SamplerOptions) {
     super();
@@ -130,6 +150,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
       throw new RangeError(`Sampler: intervalMs must be a positive number, got ${opts.intervalMs}`);
     }
     this.opts = opts;
+    this.log = new AppendLog(opts.logger, 'stats log', 'host CPU samples are not being recorded to it (stats events, the stats command and the timeline are unaffected)');
   }
 
   /**
@@ -141,15 +162,11 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
     if (this.started) throw new Error('Sampler.start() called twice');
     this.started = true;
     ({ clkTck: this.clkTck, pageSize: this.pageSize } = await readSysconf());
-    if (this.opts.logFile) {
-      try {
-        mkdirSync(path.dirname(this.opts.logFile), { recursive: true });
-      } catch (err) {
-        this.logWriteFailed(err as NodeJS.ErrnoException);
-      }
-    }
+    this.reopen();
     const mem = await this.readMem();
-    this.prev = this.read(this.opts.nodes());
+    const { now } = this.measure(this.opts.nodes(), mem);
+    this.pids.commit();
+    this.prev = now;
     this.baselineMem = mem;
     if (this.stopped) return;
     this.timer = setInterval(() => this.tick(), this.opts.intervalMs);
@@ -166,16 +183,16 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
   latest(): StatsResult {
     if (this.published) return this.published;
     if (!this.prev || !this.baselineMem) throw new Error('Sampler.latest() called before start() completed');
-    const nodes = this.opts.nodes();
-    return this.diff(this.prev, this.read(nodes), this.baselineMem, nodes);
+    return this.measure(this.opts.nodes(), this.baselineMem).result;
   }
 
-  /** Clears the timer, waits for a sample in flight and its log line (nothing is kept open). */
+  /** Clears the timer, waits for a sample in flight and its log line, closes the per-node descriptors. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.inFlight;
+    this.pids.closeAll();
   }
 
   /**
@@ -185,12 +202,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
    * (once, as for a failed write), and the next sample tries the file again.
    */
   reopen(): void {
-    if (!this.opts.logFile) return;
-    try {
-      mkdirSync(path.dirname(this.opts.logFile), { recursive: true });
-    } catch (err) {
-      this.logWriteFailed(err as NodeJS.ErrnoException);
-    }
+    if (this.opts.logFile) this.log.makeDir(path.dirname(this.opts.logFile), this.opts.logFile);
   }
 
   private tick(): void {
@@ -205,112 +217,82 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent] }> {
 
   private async sampleOnce(): Promise<void> {
     let event: StatsEvent;
-    let mono: bigint;
+    let mono: number;
     try {
       const mem = await this.readMem();
       if (this.stopped || !this.prev) return;
-      const nodes = this.opts.nodes();
       const time = Date.now();
-      const now = this.read(nodes);
-      const result = this.diff(this.prev, now, mem, nodes);
+      const { result, now } = this.measure(this.opts.nodes(), mem);
+      this.pids.commit();
       this.prev = now;
       this.published = result;
       event = { event: 'stats', time, ...result };
-      mono = now.mono;
+      mono = monoMs(now.mono);
     } catch (err) {
       this.warnOnce(`stats sample skipped: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
     try {
-      this.emit('sample', event);
+      this.emit('sample', event, mono);
     } catch (err) {
       // A listener's bug; the sampler keeps going.
       this.opts.logger.error(`a stats 'sample' listener threw: ${err instanceof Error ? err.stack : String(err)}`);
     }
     if (this.opts.logFile) {
-      const line = JSON.stringify({ time: event.time, mono: Number(mono) / 1e6, host: event.host, nodes: event.nodes });
-      await this.appendLog(this.opts.logFile, line + '\n');
+      // The host only: per-node samples go to each generation's timeline.
+      const line = JSON.stringify({ time: event.time, mono, generation: event.generation, host: event.host });
+      await this.log.append(this.opts.logFile, line + '\n');
     }
   }
 
-  private async readMem(): Promise<{ memUsed: number; memTotal: number }> {
+  private async readMem(): Promise<Mem> {
     const m = await si.mem();
     if (!(m.total > 0) || !(m.available >= 0)) throw new Error('systeminformation mem() returned no total/available memory');
     return { memUsed: Math.max(0, m.total - m.available), memTotal: m.total };
   }
 
-  /** Raw counters for the host and for each listed pid that is still alive. */
-  private read(nodes: { pid: number }[]): Reading {
+  /**
+   * Reads the host counters and every live node, and computes the window since
+   * `prev` (the baseline's own window is empty). Per-node windows move on only
+   * with `pids.commit()`.
+   */
+  private measure(live: LiveNodes, mem: Mem): { result: StatsResult; now: Reading } {
     const mono = process.hrtime.bigint();
-    const { all, cores } = readCpuTicks();
-    const procs = new Map<number, ProcReading>();
-    for (const { pid } of nodes) {
-      const st = readStat(pid);
-      // Gone between listing and reading (or a zombie awaiting its reaper): skip.
-      if (!st || st.state === 'Z' || st.state === 'X' || !Number.isFinite(st.cpuTicks)) continue;
-      procs.set(pid, { ticks: st.cpuTicks, startTicks: st.startTicks, rssPages: st.rssPages });
-    }
-    return { mono, all, cores, procs };
-  }
-
-  private diff(prev: Reading, now: Reading, mem: { memUsed: number; memTotal: number }, nodes: { pid: number; index: number }[]): StatsResult {
+    const { all, cores } = parseCpuTicks(readFileSync('/proc/stat', 'latin1'));
+    const loadavg = readLoadavg();
+    const prev = this.prev ?? { mono, all, cores };
     const host: HostStats = {
-      cpus: now.cores.map((c, i) => busyPercent(prev.cores[i], c)),
-      load: busyPercent(prev.all, now.all),
+      cpus: cores.map((c, i) => percentOf('busy', prev.cores[i], c)),
+      load: percentOf('busy', prev.all, all),
       memUsed: mem.memUsed,
       memTotal: mem.memTotal,
+      cpusSteal: cores.map((c, i) => percentOf('steal', prev.cores[i], c)),
+      steal: percentOf('steal', prev.all, all),
+      iowait: percentOf('iowait', prev.all, all),
+      loadavg: [round2(loadavg[0]), round2(loadavg[1]), round2(loadavg[2])],
     };
-    const seconds = Number(now.mono - prev.mono) / 1e9;
-    const out: NodeStats[] = [];
-    for (const { pid, index } of nodes) {
-      const cur = now.procs.get(pid);
-      if (!cur) continue;
-      const old = prev.procs.get(pid);
-      let cpu = 0;
-      // No previous reading (new node), or the pid was reused by another process: 0.
-      if (old && old.startTicks === cur.startTicks) {
-        if (seconds > 0) cpu = round1(Math.max(0, ((cur.ticks - old.ticks) / this.clkTck / seconds) * 100));
+    const seconds = Number(mono - prev.mono) / 1e9;
+    const perTick = seconds > 0 ? 100 / this.clkTck / seconds : 0;
+    const nodes: NodeStats[] = [];
+    this.pids.beginPass(live.nodes);
+    for (const { pid, index } of live.nodes) {
+      let entry;
+      try {
+        entry = this.pids.read(pid);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        this.warnOnce(
+          `cannot read /proc/${e.code === 'EMFILE' || e.code === 'ENFILE' ? '<pid>' : pid}/stat (${e.code ?? e.message}); ` +
+            `those nodes are missing from stats samples until it works${e.code === 'EMFILE' ? ': the manager is out of descriptors, raise RLIMIT_NOFILE (ulimit -n, LimitNOFILE=)' : ''}`,
+        );
+        continue;
       }
+      // Gone between listing and reading, or a zombie awaiting its reaper: skip.
+      if (entry === null) continue;
       // Percent of one core: a multi-threaded node may exceed 100.
-      out.push({ pid, index, cpu, rss: cur.rssPages * this.pageSize });
+      nodes.push({ pid, index, cpu: round1(Math.max(0, (entry.ticks - entry.base) * perTick)), rss: entry.rssPages * this.pageSize });
     }
-    return { host, nodes: out };
-  }
-
-  /**
-   * One open-append-close per line rather than a kept-open stream: with an open
-   * fd, deleting the log directory fails nothing and the lines vanish silently.
-   * A failure is warned about once; writing resumes (with a note) once it works.
-   */
-  private appendLog(file: string, text: string): Promise<void> {
-    return new Promise((resolve) => {
-      appendFile(file, text, (err) => {
-        if (err) {
-          this.logWriteFailed(err);
-        } else if (this.logBroken) {
-          this.logBroken = false;
-          this.opts.logger.info(`stats log ${file} is writable again; CPU samples are being appended to it again`);
-        }
-        resolve();
-      });
-    });
-  }
-
-  private logWriteFailed(err: NodeJS.ErrnoException): void {
-    if (this.logBroken) return;
-    this.logBroken = true;
-    const file = this.opts.logFile;
-    const dir = file ? path.dirname(file) : '';
-    const hint =
-      err.code === 'ENOENT'
-        ? `the directory ${dir} no longer exists; recreate it (mkdir -p ${dir}) and writing resumes by itself`
-        : err.code === 'ENOSPC' || err.code === 'EDQUOT'
-          ? `the disk is full; free space on the file system holding ${dir} and writing resumes by itself`
-          : `check that ${file} can be written (permissions, free space); writing resumes by itself once it can`;
-    this.opts.logger.warn(
-      `cannot write the stats log ${file} (${err.code ?? 'error'}: ${err.message}); CPU samples are not being recorded to it ` +
-        `(stats events and the stats command are unaffected). To fix: ${hint}. This is reported once.`,
-    );
+    return { result: { generation: live.generation, host, nodes }, now: { mono, all, cores } };
   }
 
   private warnOnce(message: string): void {

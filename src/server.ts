@@ -14,11 +14,13 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { BadMessage, decodeBody, encodeFrame, FrameDecoder } from './codec';
 import type { Logger } from './logger';
+import type { NodeOutput } from './nodeoutput';
 import { pgidOf } from './proc';
 import { Command, CommandResults, ErrorCode, ManagerEvent, ManagerIdentity, PROTOCOL_VERSION, RequestId, Topic } from './protocol';
 import { FailureLimiter } from './ratelimit';
 import type { Sampler } from './sampler';
 import type { Supervisor } from './supervisor';
+import type { Timeline } from './timeline';
 import { validateRequest } from './validate';
 
 export interface ServerOptions {
@@ -31,6 +33,10 @@ export interface ServerOptions {
   identity: Omit<ManagerIdentity, 'address'>;
   supervisor: Supervisor;
   sampler: Sampler;
+  /** The nodes' output files, for `logs`. */
+  nodeOutput: NodeOutput;
+  /** The generations' timeline files, for `timeline`. */
+  timeline: Timeline;
   logger: Logger;
   /** Connections beyond this are answered LIMIT and closed. */
   maxConnections?: number;
@@ -138,7 +144,9 @@ export class ManagerServer {
   }
 
   private broadcast(topic: Topic, event: ManagerEvent): void {
-    for (const c of this.connections) if (c.topics.has(topic)) c.sendEvent(event);
+    // Encoded once for all subscribers: a stats event of 1000 nodes takes about 1.4 ms to encode.
+    let frame: Buffer | null = null;
+    for (const c of this.connections) if (c.topics.has(topic)) c.sendEvent((frame ??= encodeFrame(event)));
   }
 }
 
@@ -184,6 +192,10 @@ class Connection {
   }
 
   private send(message: unknown): void {
+    this.sendFrame(encodeFrame(message));
+  }
+
+  private sendFrame(frame: Buffer): void {
     if (this.socket.destroyed || this.socket.writableEnded) return;
     // A peer that does not read (a stalled subscriber, a client pipelining
     // without reading replies) must not grow our memory: drop it.
@@ -194,7 +206,7 @@ class Connection {
       this.socket.destroy();
       return;
     }
-    this.socket.write(encodeFrame(message));
+    this.socket.write(frame);
   }
 
   private sendError(id: RequestId | null, code: ErrorCode, message: string, details?: unknown): void {
@@ -207,8 +219,9 @@ class Connection {
     endThenDestroy(this.socket, encodeFrame({ id, ok: false, error: { code, message } }));
   }
 
-  sendEvent(event: ManagerEvent): void {
-    this.send(event);
+  /** An event, already encoded by the broadcast. */
+  sendEvent(frame: Buffer): void {
+    this.sendFrame(frame);
   }
 
   private onData(chunk: Buffer): void {
@@ -293,6 +306,16 @@ class Connection {
       case 'subscribe':
         for (const t of command.topics) this.topics.add(t);
         return { topics: [...this.topics] };
+      case 'logs': {
+        const page = await opts.nodeOutput.read(command, opts.supervisor.generation().generation);
+        if ('error' in page) throw new RequestError(page.error.code, page.error.message);
+        return { ...page.result };
+      }
+      case 'timeline': {
+        const page = await opts.timeline.page(command);
+        if ('error' in page) throw new RequestError(page.error.code, page.error.message);
+        return { ...page.result };
+      }
       case 'connect':
         return this.forward({ type: 'connect', pid: command.pid, pgid: pgidOf(command.pid), nodeId: command.nodeId, at: Date.now() });
       case 'reset':

@@ -8,13 +8,14 @@
 // manager actor continues from the same generation number.
 
 import { EventEmitter } from 'node:events';
-import { createActor, fromPromise } from 'xstate';
+import { createActor, fromPromise, InspectionEvent, Observer, SnapshotFrom } from 'xstate';
 import { liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf, SweepInput } from '../machines/manager';
-import { nodeMachine } from '../machines/node';
+import { nodeMachine, NodeView } from '../machines/node';
 import type { Containment } from './containment';
 import type { Launcher } from './launcher';
 import type { Logger } from './logger';
-import type { ManagerEvent, StatusResult } from './protocol';
+import type { ManagerEvent, NodePhase, StatusResult } from './protocol';
+import type { LiveNodes } from './sampler';
 
 type Machine = typeof managerMachine;
 
@@ -28,12 +29,19 @@ export interface SupervisorOptions {
   maxQueue: number;
   /** The chart to run; tests pass a variant with a faulty action. */
   machine?: Machine;
+  /** Receives XState's inspection events of the manager and its nodes (--inspect). */
+  inspect?: Observer<InspectionEvent>;
 }
 
-export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
+export type ManagerSnapshot = SnapshotFrom<Machine>;
+
+/** A command for the chart (not a node's connect) when accepted, and again with its reply when answered. */
+export interface CommandNote { to: string; request: Request; reply?: ManagerReply }
+
+export class Supervisor extends EventEmitter<{ event: [ManagerEvent]; phase: [NodeView, NodePhase]; snapshot: [ManagerSnapshot]; command: [CommandNote] }> {
   private actor!: ManagerActor;
   private readonly machine: Machine;
-  private readonly pending = new Map<string, { resolve: (r: ManagerReply) => void; timer: NodeJS.Timeout | null }>();
+  private readonly pending = new Map<string, { resolve: (r: ManagerReply) => void; timer: NodeJS.Timeout | null; note: CommandNote | null }>();
   private nextKey = 1;
 
   constructor(private readonly opts: SupervisorOptions) {
@@ -70,7 +78,9 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
     }
     return new Promise((resolve) => {
       const timer = deadlineMs === undefined ? null : setTimeout(() => this.actor.send({ type: 'wait.expired', to }), deadlineMs);
-      this.pending.set(to, { resolve, timer });
+      const note = event.type === 'connect' ? null : { to, request: event };
+      this.pending.set(to, { resolve, timer, note });
+      if (note) this.emit('command', note);
       this.actor.send({ ...event, to } as ManagerMachineEvent);
     });
   }
@@ -79,8 +89,20 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
     return statusOf(this.actor.getSnapshot());
   }
 
-  liveNodes(): { pid: number; index: number }[] {
-    return liveNodes(this.actor.getSnapshot());
+  /** The manager chart's current snapshot (its node actors are its children). */
+  snapshot(): ManagerSnapshot {
+    return this.actor.getSnapshot();
+  }
+
+  liveNodes(): LiveNodes {
+    const snapshot = this.actor.getSnapshot();
+    return { generation: snapshot.context.generation, nodes: liveNodes(snapshot) };
+  }
+
+  /** The current generation and its generate's n (without building the node list of `status`). */
+  generation(): { generation: number; target: number } {
+    const { generation, target } = this.actor.getSnapshot().context;
+    return { generation, target };
   }
 
   /** Kills and reaps every node (a reset through the chart), then stops the actor. */
@@ -91,10 +113,11 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
   }
 
   private startActor(generation: number): void {
-    const actor = createActor(this.machine, { input: { maxQueue: this.opts.maxQueue, generation } });
+    const actor = createActor(this.machine, { input: { maxQueue: this.opts.maxQueue, generation }, inspect: this.opts.inspect });
     actor.on('reply', (reply) => this.deliver(reply));
     actor.on('publish', ({ event }) => this.emit('event', event));
-    actor.subscribe({ error: (err) => this.recover(actor, err) });
+    actor.on('phase', ({ view, from }) => this.emit('phase', view, from));
+    actor.subscribe({ next: (snapshot) => this.emit('snapshot', snapshot), error: (err) => this.recover(actor, err) });
     this.actor = actor;
     actor.start();
   }
@@ -105,6 +128,7 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent] }> {
     this.pending.delete(reply.to);
     if (waiting.timer) clearTimeout(waiting.timer);
     waiting.resolve(reply);
+    if (waiting.note) this.emit('command', { ...waiting.note, reply });
   }
 
   private recover(failed: ManagerActor, err: unknown): void {

@@ -61,10 +61,26 @@ export function findRun(runId: string, keep: (p: RunProcess) => boolean = () => 
   return found;
 }
 
-/** SIGKILLs every process of the run that `keep` selects; returns how many were signalled. */
+const SIGKILL_BIT = 1n << 8n; // signal 9, in the pending-signal masks of /proc/<pid>/status
+
+/** A SIGKILL is already pending (say, from its group's kill, not yet processed on a busy host): it is dying, not a stray. */
+function dying(pid: number): boolean {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'latin1');
+    return [/^ShdPnd:\s*([0-9a-f]+)/m, /^SigPnd:\s*([0-9a-f]+)/m].some((re) => {
+      const m = re.exec(status);
+      return m !== null && (BigInt(`0x${m[1]}`) & SIGKILL_BIT) !== 0n;
+    });
+  } catch {
+    return true; // gone
+  }
+}
+
+/** SIGKILLs every process of the run that `keep` selects; returns how many were signalled (the dying are not counted). */
 export function sweepRun(runId: string, keep?: (p: RunProcess) => boolean): number {
   let killed = 0;
   for (const p of findRun(runId, keep)) {
+    if (dying(p.pid)) continue;
     try {
       process.kill(p.pid, 'SIGKILL');
       killed++;

@@ -5,7 +5,8 @@
 // of parsers, so keys such as `__proto__`, `constructor` or `toString` can
 // neither reach dispatch nor read through the prototype chain.
 
-import { Command, COMMANDS, CommandName, ErrorCode, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
+import { MAX_CHUNK_BYTES } from './filechunk';
+import { Command, COMMANDS, CommandName, ErrorCode, LOGS_MAX_BYTES, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
 
 export type Validated =
   | { ok: true; id: RequestId; command: Command }
@@ -101,6 +102,29 @@ const PARSERS: ReadonlyMap<string, Parser> = new Map<CommandName, Parser>([
         throw new BadArgument(`topics must be an array of ${TOPICS.map((t) => `"${t}"`).join(', ')}, got ${describe(topics)}`);
       }
       return { cmd: 'subscribe', topics: [...new Set(topics as Topic[])] };
+    },
+  ],
+  [
+    'logs',
+    (msg) => ({
+      cmd: 'logs',
+      index: uint(msg, 'index')!,
+      generation: uint(msg, 'generation', { optional: true }),
+      offset: uint(msg, 'offset', { optional: true, max: Number.MAX_SAFE_INTEGER }),
+      maxBytes: uint(msg, 'maxBytes', { optional: true, max: LOGS_MAX_BYTES }),
+    }),
+  ],
+  [
+    'timeline',
+    (msg) => {
+      const maxBytes = uint(msg, 'maxBytes', { optional: true, max: MAX_CHUNK_BYTES });
+      if (maxBytes === 0) throw new BadArgument('maxBytes must be at least 1');
+      return {
+        cmd: 'timeline',
+        generation: uint(msg, 'generation', { optional: true }),
+        offset: uint(msg, 'offset', { optional: true, max: Number.MAX_SAFE_INTEGER }),
+        maxBytes,
+      };
     },
   ],
 ]);

@@ -157,7 +157,9 @@ describe('cli', () => {
     const f = await fake();
     const r = await herd(['generate', '5', '--wait', 'connected', '--timeout', '9000', '--interface', '10.1.1.1:7071', '--manager', f.address]);
     expect(r.code).toBe(0);
-    expect(f.received[0]).toEqual({ id: 1, cmd: 'generate', n: 5, wait: 'connected', timeoutMs: 9000, interface: '10.1.1.1:7071' });
+    // Human output subscribes to node events first, for the progress lines; the fake refuses that.
+    expect(f.received.map((m) => m.cmd)).toEqual(['subscribe', 'generate']);
+    expect(f.received[1]).toEqual({ id: 2, cmd: 'generate', n: 5, wait: 'connected', timeoutMs: 9000, interface: '10.1.1.1:7071' });
     expect(r.stdout).toBe(`${f.address}  generation 4: 5 nodes connected  pids 500-504\n`);
   });
 
@@ -274,6 +276,9 @@ test('real manager: generate 3 --wait connected, status shows 3 running, reset k
     const gen = await herd(['generate', '3', '--wait', 'connected', '--manager', m.address]);
     expect(gen.code).toBe(0);
     expect(gen.stdout).toMatch(/generation \d+: 3 nodes connected {2}pids /);
+    // Not a terminal: plain progress lines on stderr, then the summary.
+    expect(gen.stderr).toMatch(new RegExp(`^${m.address.replace(/\./g, '\\.')}  spawned 3/3  connected 3/3  done {2}\\(`, 'm'));
+    expect(gen.stderr.trimEnd().split('\n').pop()).toMatch(/^spawned 3\/3 in \S+, connected 3\/3 in \S+ \(\S+ in all\)$/);
     const status = JSON.parse((await herd(['status', '--json', '--manager', m.address])).stdout)[m.address];
     expect(status.counts.running).toBe(3);
     expect(status.nodes.map((n: { state: string }) => n.state)).toEqual(['running', 'running', 'running']);

@@ -4,6 +4,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { HerdError } from '../src/client';
 import { readStat } from '../src/proc';
 
 export const ROOT = path.resolve(__dirname, '..');
@@ -67,6 +68,17 @@ export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}, w
     proc.stdout!.on('data', onData);
     exited.then((code) => reject(new Error(`manager exited with ${code} before listening:\n${stderr}`)));
   });
+}
+
+/** Resolves with the HerdError a request fails with (and fails the test if it succeeds). */
+export async function errorOf(p: Promise<unknown>): Promise<HerdError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof HerdError) return err;
+    throw err;
+  }
+  throw new Error('expected the request to fail');
 }
 
 /** Polls `check` every 20 ms until it is true or `timeoutMs` passes. */

@@ -226,7 +226,7 @@ describe('SIGHUP reopens the log files', () => {
     expect(fresh[0].message).toBe(`SIGHUP: reopened ${log}; stats.jsonl continues in the same directory`);
     expect(fresh.at(-1)?.message).toBe('stopped 0 node(s); bye');
     const newSamples = readFileSync(stats, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    for (const s of newSamples) expect(s).toMatchObject({ time: expect.any(Number), host: { cpus: expect.any(Array) }, nodes: [] });
+    for (const s of newSamples) expect(s).toMatchObject({ time: expect.any(Number), generation: 0, host: { cpus: expect.any(Array) } });
     expect(newSamples[0].time).toBeGreaterThanOrEqual(rotatedAt - 50);
     const oldSamples = readFileSync(`${stats}.1`, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(oldSamples.at(-1).time).toBeLessThan(newSamples[0].time);

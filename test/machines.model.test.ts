@@ -26,8 +26,9 @@
 // definitions, so a transition added to a chart and never exercised fails.
 
 import { createActor, fromCallback, fromTransition } from 'xstate';
-import type { ActorLogic, AnyActorRef, AnyStateMachine, InspectionEvent, Snapshot, StateNode } from 'xstate';
+import type { ActorLogic, AnyActorRef, AnyStateMachine, InspectionEvent, Snapshot } from 'xstate';
 import { getShortestPaths, getSimplePaths } from '@xstate/graph';
+import { machineTransitions } from '../src/chart';
 import { ManagerEmitted, ManagerMachineEvent, managerMachine, QueuedCommand, statusOf } from '../machines/manager';
 import { NodeEvent, NodeInput, nodeMachine, NodeView, ProcessEvent, ProcessStop } from '../machines/node';
 
@@ -35,46 +36,16 @@ import { NodeEvent, NodeInput, nodeMachine, NodeView, ProcessEvent, ProcessStop 
 // Shared helpers
 
 type ExitEvent = Extract<ProcessEvent, { type: 'process.exited' }>;
-/** process.exited with whatever extra fields the launcher reports set to neutral values. */
-const exitEvent = (exitCode: number | null, signal: string | null, escalated = false): ExitEvent =>
-  ({ type: 'process.exited', exitCode, signal, escalated, escaped: 0 }) as ExitEvent;
-
-type AnyStateNode = StateNode<any, any>;
-
-function guardName(guard: unknown): string {
-  if (!guard) return '';
-  if (typeof guard === 'string') return guard;
-  // and() / or() / not(): a function carrying its operands
-  if (typeof guard === 'function' && 'guards' in guard) return `${guard.name}(${(guard as unknown as { guards: unknown[] }).guards.map(guardName).join(', ')})`;
-  if (typeof guard === 'object' && 'type' in guard) return String((guard as { type: unknown }).type);
-  return 'inline';
-}
+/** process.exited with whatever extra fields the launcher reports set to neutral values; like the launcher, last lines only for an exit on its own. */
+const exitEvent = (exitCode: number | null, signal: string | null, escalated = false, tail?: string[]): ExitEvent =>
+  ({ type: 'process.exited', exitCode, signal, escalated, escaped: 0, tail }) as ExitEvent;
 
 /**
  * Every transition a chart defines (event transitions, including invoke done/error
  * and delayed ones, and eventless `always` transitions), by definition object,
- * with a readable label. Derived from the machine, never written by hand.
+ * with a readable label: src/chart.ts reads them from the machine.
  */
-function transitionCatalogue(machine: AnyStateMachine): Map<unknown, string> {
-  const out = new Map<unknown, string>();
-  const used = new Map<string, number>();
-  const add = (node: AnyStateNode, eventType: string, t: { guard?: unknown; target?: readonly AnyStateNode[] }) => {
-    const guard = guardName(t.guard);
-    const target = t.target && t.target.length > 0 ? t.target.map((s) => `#${s.id}`).join(',') : '(no target)';
-    let label = `#${node.id} ${eventType}${guard ? ` [${guard}]` : ''} -> ${target}`;
-    const seen = used.get(label) ?? 0;
-    used.set(label, seen + 1);
-    if (seen > 0) label += ` (${seen + 1})`;
-    out.set(t, label);
-  };
-  const visit = (node: AnyStateNode) => {
-    for (const [eventType, list] of node.transitions) for (const t of list) add(node, eventType, t);
-    for (const t of node.always ?? []) add(node, 'always', t);
-    for (const child of Object.values(node.states) as AnyStateNode[]) visit(child);
-  };
-  visit(machine.root as AnyStateNode);
-  return out;
-}
+const transitionCatalogue = (machine: AnyStateMachine) => new Map<unknown, string>(machineTransitions(machine).map((t) => [t.definition, t.label]));
 
 /** The phase a node's state value stands for (the `phase` of its reports). */
 function phaseOf(value: unknown): string {
@@ -118,7 +89,7 @@ const NODE_INPUT: NodeInput = { index: 0, generation: 1, interface: '127.0.0.1:7
 const NODE_EVENTS: NodeEvent[] = [
   { type: 'process.started', pid: 7, at: 1 },
   { type: 'process.failed', code: 'EAGAIN', message: 'spawn x EAGAIN' },
-  exitEvent(3, null),
+  exitEvent(3, null, false, ['last words']),
   exitEvent(null, 'SIGTERM'),
   { type: 'connect', at: 2, nodeId: 'a' },
   { type: 'connect', at: 3, nodeId: 'b' },
@@ -190,7 +161,7 @@ function replayNodePath(events: NodeEvent[], violations: Violations, taken: Set<
       const last = run.reports[run.reports.length - 1];
       if (!last || last.phase !== phase) violate('reports-match-phase', `${at}: last report is ${last?.phase ?? 'none'}`);
       else
-        for (const key of ['pid', 'startedAt', 'connectedAt', 'nodeId', 'exitCode', 'signal', 'failure'] as const)
+        for (const key of ['pid', 'startedAt', 'connectedAt', 'nodeId', 'exitCode', 'signal', 'failure', 'tail'] as const)
           if (JSON.stringify(last.view[key]) !== JSON.stringify(snap.context[key]))
             violate('reports-match-phase', `${at}: parent told ${key}=${JSON.stringify(last.view[key])}, node has ${JSON.stringify(snap.context[key])}`);
     }
@@ -462,7 +433,7 @@ function runManager(cmds: readonly Cmd[], violations: Violations, taken: Set<unk
         return send({ type: 'wait.expired', to: c.which === 'oldest' && ctx().waiters[0] ? ctx().waiters[0].to : 'nobody' });
       case 'stale.update': {
         const g = ctx().generation - 1;
-        const view = { index: 0, generation: g, phase: 'killed', pid: pidOf(g, 0), startedAt: 1, connectedAt: 2, exitCode: 0, signal: null, outcome: 'exited', escaped: 0, failure: null };
+        const view = { index: 0, generation: g, phase: 'killed', pid: pidOf(g, 0), startedAt: 1, connectedAt: 2, exitCode: 0, signal: null, outcome: 'exited', escaped: 0, failure: null, tail: null };
         return send({ type: 'node.update', view: view as unknown as NodeView });
       }
       case 'effect': {
@@ -480,7 +451,7 @@ function runManager(cmds: readonly Cmd[], violations: Violations, taken: Set<unk
         // A stopped process dies of SIGTERM, or (every other step) of SIGKILL after the grace period.
         const escalated = p.stops > 0 && step % 2 === 0;
         p.exit = p.stops === 0 ? { exitCode: 3, signal: null, outcome: 'exited' } : escalated ? { exitCode: null, signal: 'SIGKILL', outcome: 'killed' } : { exitCode: null, signal: 'SIGTERM', outcome: 'terminated' };
-        return p.send(exitEvent(p.exit.exitCode, p.exit.signal, escalated));
+        return p.send(exitEvent(p.exit.exitCode, p.exit.signal, escalated, p.stops === 0 ? [`step ${step}`] : undefined));
       }
     }
   }
@@ -532,7 +503,7 @@ function runManager(cmds: readonly Cmd[], violations: Violations, taken: Set<unk
       const node = ref.getSnapshot() as { value: unknown; context: Record<string, unknown> };
       const phase = phaseOf(node.value);
       if (view.phase !== phase) violate('view-matches-node', `${at}: manager sees node ${i} ${view.phase}, node is ${phase}`);
-      for (const key of ['pid', 'startedAt', 'connectedAt', 'nodeId', 'exitCode', 'signal', 'outcome'] as const)
+      for (const key of ['pid', 'startedAt', 'connectedAt', 'nodeId', 'exitCode', 'signal', 'outcome', 'tail'] as const)
         if (JSON.stringify((view as Record<string, unknown>)[key]) !== JSON.stringify(node.context[key]))
           violate('view-matches-node', `${at}: manager sees node ${i} ${key}=${JSON.stringify((view as Record<string, unknown>)[key])}, node has ${JSON.stringify(node.context[key])}`);
       const p = run.procs.get(`${view.generation}:${view.index}`);

@@ -24,8 +24,8 @@ function fakeProcesses() {
     logic,
     get,
     start: (g: number, i: number, pid: number) => get(g, i).send({ type: 'process.started', pid, at: 1000 + pid }),
-    exit: (g: number, i: number, exitCode: number | null, signal: string | null, escalated = false) =>
-      get(g, i).send({ type: 'process.exited', exitCode, signal, escalated, escaped: 0 }),
+    exit: (g: number, i: number, exitCode: number | null, signal: string | null, escalated = false, tail?: string[]) =>
+      get(g, i).send({ type: 'process.exited', exitCode, signal, escalated, escaped: 0, tail }),
     fail: (g: number, i: number, code: string) => get(g, i).send({ type: 'process.failed', code, message: `spawn x ${code}` }),
   };
 }
@@ -190,6 +190,23 @@ describe('manager machine', () => {
     expect(m.status().counts).toEqual({ spawning: 1, running: 0, killed: 1 });
   });
 
+  test('the last lines of a node that exited on its own are kept and shown for killed nodes; NODE_EXITED quotes the last one', () => {
+    const m = startManager();
+    m.generate('g', 3, 'connected');
+    m.procs.start(1, 0, 100);
+    m.procs.start(1, 1, 101);
+    m.procs.start(1, 2, 102);
+    m.procs.exit(1, 1, 2, null, false, ['loading config', 'error: no such file']);
+    expect(m.replyTo('g')).toMatchObject({ error: { code: 'NODE_EXITED', message: expect.stringContaining('its last output line: "error: no such file"; herd logs 1 shows its output') } });
+    // An exit without them (a stopped node, or a file that could not be read) has none.
+    m.procs.exit(1, 2, 0, null);
+    const nodes = m.status().nodes;
+    expect(nodes[1]).toMatchObject({ state: 'killed', exitCode: 2, tail: ['loading config', 'error: no such file'] });
+    expect(nodes[0].tail).toBeUndefined();
+    expect(nodes[2].tail).toBeUndefined();
+    expect(m.actor.getSnapshot().context.nodes[1].tail).toEqual(['loading config', 'error: no such file']);
+  });
+
   test('a node that exits while others are still starting fails the wait as soon as the spawn completes', () => {
     const m = startManager();
     m.generate('g', 2, 'connected');
@@ -334,6 +351,27 @@ describe('manager machine', () => {
     m.procs.exit(1, 0, null, 'SIGTERM');
     expect(m.replyTo('zero')).toMatchObject({ result: { generation: 2, nodes: [] } });
     expect(m.published).toContainEqual({ event: 'ready', generation: 2, n: 0 });
+  });
+
+  test('every phase change of a node is emitted once as `phase` (for the timeline), the steps the protocol does not show included', () => {
+    const m = startManager();
+    const phases: string[] = [];
+    m.actor.on('phase', ({ view, from }) => phases.push(`${view.generation}:${view.index} ${from}>${view.phase}`));
+    m.generate('a', 2);
+    m.procs.start(1, 0, 100);
+    m.procs.start(1, 1, 101);
+    m.actor.send({ type: 'connect', to: 'c', pid: 100, pgid: 100, at: 5 });
+    m.actor.send({ type: 'connect', to: 'c', pid: 100, pgid: 100, at: 6, nodeId: 'again' }); // same phase: nothing
+    m.actor.send({ type: 'reset', to: 'r' });
+    m.procs.exit(1, 1, 0, null);
+    m.procs.exit(1, 0, 0, null);
+    m.generate('b', 1);
+    m.procs.fail(2, 0, 'EAGAIN');
+    expect(phases).toEqual([
+      '1:0 launching>spawning', '1:1 launching>spawning', '1:0 spawning>running',
+      '1:0 running>stopping', '1:1 spawning>stopping', '1:1 stopping>killed', '1:0 stopping>killed',
+      '2:0 launching>failed',
+    ]);
   });
 
   test('beyond maxQueue, state-changing commands get LIMIT', () => {

@@ -5,25 +5,14 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { HerdClient, HerdError } from '../src/client';
+import { HerdClient } from '../src/client';
 import { decodeBody, FrameDecoder } from '../src/codec';
 import { isAlive } from '../src/proc';
 import type { ManagerEvent } from '../src/protocol';
-import { eventually, FIXTURES, groupMembers, ROOT, RunningManager, startManager, tmpDir } from './helpers';
+import { errorOf, eventually, FIXTURES, groupMembers, ROOT, RunningManager, startManager, tmpDir } from './helpers';
 import { describeIfPython, PYTHON } from './python';
 
 jest.setTimeout(60000);
-
-/** Resolves with the HerdError a request fails with (and fails the test if it succeeds). */
-async function errorOf(p: Promise<unknown>): Promise<HerdError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof HerdError) return err;
-    throw err;
-  }
-  throw new Error('expected the request to fail');
-}
 
 /** Sends raw bytes on a fresh socket; resolves with the decoded messages received until close or `settleMs`. */
 function raw(m: RunningManager, bytes: Buffer, settleMs = 300): Promise<{ messages: any[]; closed: boolean }> {

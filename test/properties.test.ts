@@ -217,6 +217,8 @@ describe('validateRequest', () => {
     kill: ['pid', 'index'],
     stats: [],
     subscribe: ['topics'],
+    logs: ['index', 'generation', 'offset', 'maxBytes'],
+    timeline: ['generation', 'offset', 'maxBytes'],
   };
   const protoBefore = prototypeKeys();
   afterAll(() => expect(prototypeKeys()).toEqual(protoBefore));

@@ -5,13 +5,16 @@
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { encodeFrame, FrameDecoder, decodeBody } from '../src/codec';
 import type { Logger } from '../src/logger';
+import { NodeOutput } from '../src/nodeoutput';
 import { COMMANDS } from '../src/protocol';
 import type { Sampler } from '../src/sampler';
 import { ManagerServer, ServerOptions } from '../src/server';
 import type { Supervisor } from '../src/supervisor';
-import { eventually } from './helpers';
+import { Timeline } from '../src/timeline';
+import { eventually, tmpDir } from './helpers';
 
 const TOKEN = 'the-right-token';
 
@@ -124,6 +127,8 @@ async function start(opts: Partial<ServerOptions> = {}): Promise<void> {
     identity: { version: 'test', hostname: 'test', pid: process.pid },
     supervisor: sup as unknown as Supervisor,
     sampler: sampler as unknown as Sampler,
+    nodeOutput: new NodeOutput({ logDir: tmpdir(), maxBytes: 0, logger: log.logger }),
+    timeline: new Timeline({ logDir: tmpDir(), logger: log.logger, manager: () => ({ version: 'test', hostname: 'test', pid: process.pid, address: '' }), intervalMs: 1000, current: () => ({ generation: 0, target: 0 }) }),
     logger: log.logger,
     ...opts,
   });
@@ -152,7 +157,7 @@ describe('authentication', () => {
     const requests: Record<string, unknown>[] = [
       { cmd: 'ping' }, { cmd: 'status' }, { cmd: 'stats' }, { cmd: 'reset' },
       { cmd: 'generate', n: 1 }, { cmd: 'connect', pid: process.pid }, { cmd: 'kill', index: 0 },
-      { cmd: 'subscribe', topics: ['nodes', 'stats'] },
+      { cmd: 'subscribe', topics: ['nodes', 'stats'] }, { cmd: 'timeline' }, { cmd: 'logs', index: 0 },
     ];
     expect(new Set(requests.map((r) => r.cmd))).toEqual(new Set(COMMANDS.filter((c) => c !== 'hello')));
     for (const r of requests) {

@@ -5,6 +5,7 @@ import { managerMachine } from '../machines/manager';
 import { Containment } from '../src/containment';
 import { Launcher } from '../src/launcher';
 import { createLogger } from '../src/logger';
+import { NodeOutput } from '../src/nodeoutput';
 import { isAlive } from '../src/proc';
 import { Supervisor } from '../src/supervisor';
 import { eventually, groupMembers, tmpDir } from './helpers';
@@ -21,7 +22,7 @@ function setup(machine = managerMachine) {
     command: '/bin/sh',
     args: ['-c', 'sleep 1000 & exec sleep 1000', 'node'],
     env: process.env,
-    logDir: tmpDir(),
+    output: new NodeOutput({ logDir: tmpDir(), maxBytes: 0, logger }),
     killGraceMs: 1000,
     logger,
     containment,
@@ -44,8 +45,9 @@ test('a throwing action: INTERNAL reply, every node group killed, a fresh actor 
   const first = await generate(supervisor, 2);
   if (!('result' in first)) throw new Error(`generate failed: ${JSON.stringify(first)}`);
   const pids = (first.result.nodes as { pid: number }[]).map((n) => n.pid);
-  const members = pids.flatMap((pid) => groupMembers(pid));
-  expect(members.length).toBe(4);
+  // Each node and its background sleep: the sleep may start a moment after the spawned reply.
+  let members: number[] = [];
+  await eventually(() => (members = pids.flatMap((pid) => groupMembers(pid))).length === 4, 5000, 'two processes in each node group');
 
   const reply = await supervisor.request({ type: 'kill', index: 0 });
   expect(reply).toMatchObject({ error: { code: 'INTERNAL', message: expect.stringContaining('boom') } });

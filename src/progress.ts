@@ -1,0 +1,121 @@
+// Progress of `herd generate`, from the `node` events of each manager: how many
+// nodes have started and connected, out of N, per host. On a terminal it is one
+// line per host redrawn in place; elsewhere (a log, CI) a plain line per host
+// when its counts change, at most once a second. Written to stderr, so stdout
+// keeps only the results.
+
+import type { NodeEvent, WaitMode } from './protocol';
+import { duration } from './table';
+
+interface HostCounts {
+  /** The generation being counted: the newest one seen starting. */
+  generation: number;
+  spawned: Set<number>;
+  connected: Set<number>;
+  exited: Set<number>;
+  spawnedAt: number | null;
+  connectedAt: number | null;
+  done: boolean;
+  /** What the last plain line said (non-TTY): a line is written only on change. */
+  printed: string;
+}
+
+const REDRAW_MS = 100;
+const PLAIN_MS = 1000;
+
+export class GenerateProgress {
+  private readonly hosts = new Map<string, HostCounts>();
+  private readonly width: number;
+  private readonly started = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  /** Lines of the block last drawn on the terminal (to move back over them). */
+  private drawn = 0;
+
+  constructor(
+    private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
+    addresses: string[],
+    private readonly n: number,
+    private readonly wait: WaitMode,
+  ) {
+    this.width = Math.max(...addresses.map((a) => a.length));
+    for (const a of addresses) {
+      this.hosts.set(a, { generation: -1, spawned: new Set(), connected: new Set(), exited: new Set(), spawnedAt: null, connectedAt: null, done: false, printed: '' });
+    }
+    this.timer = setInterval(() => this.render(), this.stream.isTTY ? REDRAW_MS : PLAIN_MS);
+    this.timer.unref();
+  }
+
+  /** A `node` event from `address`. Only `spawning` opens a generation: the reset's `killed` events belong to the old one. */
+  node(address: string, ev: NodeEvent): void {
+    const h = this.hosts.get(address);
+    if (!h) return;
+    if (ev.state === 'spawning' && ev.generation > h.generation) {
+      Object.assign(h, { generation: ev.generation, spawnedAt: null, connectedAt: null });
+      for (const s of [h.spawned, h.connected, h.exited]) s.clear();
+    }
+    if (ev.generation !== h.generation) return;
+    h.spawned.add(ev.index);
+    if (ev.state === 'running') h.connected.add(ev.index);
+    if (ev.state === 'killed') h.exited.add(ev.index);
+    const now = Date.now();
+    if (h.spawnedAt === null && h.spawned.size >= this.n) h.spawnedAt = now;
+    if (h.connectedAt === null && h.connected.size >= this.n) h.connectedAt = now;
+  }
+
+  /** The host answered (or failed): its line stops changing. */
+  done(address: string): void {
+    const h = this.hosts.get(address);
+    if (h) h.done = true;
+  }
+
+  /** Stops redrawing and leaves the terminal clean for the results; returns the summary line. */
+  finish(): string {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (this.stream.isTTY) this.erase();
+    else this.render();
+    const hosts = [...this.hosts.values()];
+    const total = (pick: (h: HostCounts) => Set<number>) => hosts.reduce((sum, h) => sum + pick(h).size, 0);
+    /** " in 1.2s" once every host got there. */
+    const when = (pick: (h: HostCounts) => number | null) => {
+      const times = hosts.map(pick);
+      return times.every((t) => t !== null) ? ` in ${duration(Math.max(...(times as number[])) - this.started)}` : '';
+    };
+    const target = this.n * hosts.length;
+    const parts = [`spawned ${total((h) => h.spawned)}/${target}${when((h) => h.spawnedAt)}`];
+    if (this.wait === 'connected') parts.push(`connected ${total((h) => h.connected)}/${target}${when((h) => h.connectedAt)}`);
+    const exited = total((h) => h.exited);
+    if (exited > 0) parts.push(`exited ${exited}`);
+    return `${hosts.length === 1 ? '' : `${hosts.length} managers: `}${parts.join(', ')} (${duration(Date.now() - this.started)} in all)`;
+  }
+
+  private line(address: string, h: HostCounts): string {
+    const parts = [`spawned ${String(h.spawned.size).padStart(String(this.n).length)}/${this.n}`];
+    if (this.wait === 'connected') parts.push(`connected ${String(h.connected.size).padStart(String(this.n).length)}/${this.n}`);
+    if (h.exited.size > 0) parts.push(`exited ${h.exited.size}`);
+    return `${address.padEnd(this.width)}  ${parts.join('  ')}${h.done ? '  done' : ''}`;
+  }
+
+  private render(): void {
+    const elapsed = duration(Date.now() - this.started);
+    if (!this.stream.isTTY) {
+      for (const [address, h] of this.hosts) {
+        const text = this.line(address, h);
+        if (text === h.printed) continue;
+        h.printed = text;
+        this.stream.write(`${text}  (${elapsed})\n`);
+      }
+      return;
+    }
+    this.erase();
+    const lines = [...this.hosts].map(([address, h]) => `${this.line(address, h)}  ${elapsed}`);
+    this.stream.write(lines.map((l) => `${l}\n`).join(''));
+    this.drawn = lines.length;
+  }
+
+  /** Moves up over the block drawn last and clears it (ANSI: cursor previous line, erase below). */
+  private erase(): void {
+    if (this.drawn > 0) this.stream.write(`\x1b[${this.drawn}F\x1b[J`);
+    this.drawn = 0;
+  }
+}
