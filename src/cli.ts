@@ -23,9 +23,9 @@ Per-host daemon:
   herd manager [--host ADDR] [--port N] [--node-command PATH] [--node-arg ARG]...
                [--interface-port N] [--token-file FILE] [--log-dir DIR]
                [--max-frame BYTES] [--max-nodes N] [--kill-grace-ms MS]
-               [--stats-interval-ms MS]        (herd manager --help for details)
-               [--dashboard [[HOST:]PORT]] [--inspect]
-                               live view: a local page, or Stately's inspector
+               [--stats-interval-ms MS] [--node-log-max-bytes BYTES] [--state-dir DIR]
+               [--insecure] [--dashboard [[HOST:]PORT]] [--inspect]
+                               (herd manager --help for details)
 
 Docs:
   herd chart [--format mermaid|dot|svg] [--machine manager|node]
