@@ -78,8 +78,8 @@ export interface ManagerContext {
   refs: ActorRefFrom<typeof nodeMachine>[];
   queue: QueuedCommand[];
   current: QueuedCommand | null;
-  /** Live nodes when the current reset began: the `killed` count of its reply. */
-  resetKilled: number;
+  /** Indexes of the nodes live when the current reset began: the ones it kills. */
+  resetStopped: number[];
   /** Stray processes the last sweep killed. */
   swept: number;
   waiters: Waiter[];
@@ -243,13 +243,16 @@ export const managerMachine = setup({
       const outcomes: Record<StopOutcome, number> = { exited: 0, terminated: 0, killed: 0 };
       const nodes: ResetResult['nodes'] = [];
       let cgroup = 0;
+      const stopped = new Set(context.resetStopped);
       for (const n of context.nodes) {
-        cgroup += n.escaped;
         if (n.outcome === null || n.pid === null) continue; // never started
+        // A node an earlier `kill` stopped was reported in that kill's reply.
+        if (!stopped.has(n.index) && n.outcome !== 'exited') continue;
+        cgroup += n.escaped;
         outcomes[n.outcome]++;
         nodes.push({ index: n.index, pid: n.pid, outcome: n.outcome, exitCode: n.exitCode, signal: n.signal });
       }
-      const result: ResetResult = { killed: context.resetKilled, outcomes, nodes, strays: { cgroup, sweep: context.swept } };
+      const result: ResetResult = { killed: stopped.size, outcomes, nodes, strays: { cgroup, sweep: context.swept } };
       enqueue.emit(asReply({ to: context.current!.to, result: { ...result } }));
       enqueue.assign({ current: null });
     }),
@@ -388,7 +391,7 @@ export const managerMachine = setup({
     refs: [],
     queue: [],
     current: null,
-    resetKilled: 0,
+    resetStopped: [],
     swept: 0,
     waiters: [],
   }),
@@ -410,7 +413,7 @@ export const managerMachine = setup({
       always: [{ guard: 'isKill', target: 'killing' }, { target: 'resetting' }],
     },
     resetting: {
-      entry: [assign({ resetKilled: ({ context }) => context.nodes.filter(isLive).length, swept: 0 }), 'stopLive'],
+      entry: [assign({ resetStopped: ({ context }) => context.nodes.filter(isLive).map((n) => n.index), swept: 0 }), 'stopLive'],
       ...stopThenSweep('allGone', () => null, 'noNodes'),
       onDone: 'cleared',
     },

@@ -99,7 +99,8 @@ function errorJson(e: HerdError) {
 }
 
 function errorText(e: HerdError): string {
-  return `error ${e.code}: ${e.message}${e.details !== undefined ? ` ${toJson(e.details)}` : ''}`;
+  const hint = e.code === 'UNAUTHENTICATED' ? ' (herd: give the manager\'s token with --token-file FILE or $HERD_TOKEN_FILE)' : '';
+  return `error ${e.code}: ${e.message}${e.details !== undefined ? ` ${toJson(e.details)}` : ''}${hint}`;
 }
 
 /** Runs `fn` against every target concurrently; one host's failure never holds up another. */
@@ -272,13 +273,17 @@ const COMMANDS: Record<string, Command> = {
           // Progress is a nicety: a manager that refuses the subscription still gets the generate.
           await c.subscribe(['nodes']).catch(() => undefined);
         }
+        let ok = false;
         try {
-          return await c.generate(n, params);
+          const r = await c.generate(n, params);
+          ok = true;
+          return r;
         } finally {
-          progress?.done(address);
+          progress?.done(address, ok);
         }
       });
-      if (progress) process.stderr.write(`${progress.finish()}\n`);
+      const summary = progress?.finish();
+      if (summary) process.stderr.write(`${summary}\n`);
       return report(outcomes, json, (r) => showGenerate(r, wait));
     },
   },

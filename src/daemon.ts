@@ -161,7 +161,7 @@ export async function runManager(argv: string[]): Promise<void> {
   // would otherwise meet the default action (SIGHUP and SIGTERM kill at once).
   installLifecycle({ logger, server, supervisor, sampler, timeline, launcher, containment, nodeOutput });
   process.stdout.write(`listening ${address}\n`);
-  logger.info(`herd ${VERSION} manager listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
+  logger.info(`herd ${VERSION} manager pid ${process.pid} listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
   logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}`);
 }
 

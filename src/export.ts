@@ -84,7 +84,12 @@ export async function exportTimeline(targets: Target[], conn: ConnectOptions, op
   const { view, format, out } = opts;
   const outcomes: ExportOutcome[] = [];
   const hostRows: unknown[][] = [];
-  if (format === 'csv' && view !== 'host') await write(out, csvRow(COLUMNS[view]));
+  // The CSV header goes out with the first row (or at the end), so a failed export prints no half table.
+  let headed = format !== 'csv' || view === 'host';
+  const head = async () => {
+    if (!headed) await write(out, csvRow(COLUMNS[view as Exclude<typeof view, 'host'>]));
+    headed = true;
+  };
   for (const { address } of targets) {
     let client: HerdClient | undefined;
     let rows = 0;
@@ -103,7 +108,10 @@ export async function exportTimeline(targets: Target[], conn: ConnectOptions, op
           const row = [line.time, line.mono, address, line.generation, ...r];
           rows++;
           if (view === 'host') hostRows.push(row);
-          else await write(out, csvRow(row));
+          else {
+            await head();
+            await write(out, csvRow(row));
+          }
         }
       }
       outcomes.push({ address, generation, rows });
@@ -113,7 +121,9 @@ export async function exportTimeline(targets: Target[], conn: ConnectOptions, op
       await client?.close();
     }
   }
-  if (format === 'csv' && view === 'host') {
+  const anyOk = outcomes.some((o) => !o.error);
+  if (anyOk) await head();
+  if (format === 'csv' && view === 'host' && anyOk) {
     const cores = Math.max(0, ...hostRows.map((r) => r.length - HOST_COLUMNS.length));
     await write(out, csvRow([...HOST_COLUMNS, ...Array.from({ length: cores }, (_, i) => `cpu${i}`)]));
     for (const r of hostRows) await write(out, csvRow(r));

@@ -15,7 +15,8 @@ interface HostCounts {
   exited: Set<number>;
   spawnedAt: number | null;
   connectedAt: number | null;
-  done: boolean;
+  /** The host answered: 'done' (ok) or 'failed' (its error is in the results). */
+  end: 'done' | 'failed' | null;
   /** What the last plain line said (non-TTY): a line is written only on change. */
   printed: string;
 }
@@ -39,7 +40,7 @@ export class GenerateProgress {
   ) {
     this.width = Math.max(...addresses.map((a) => a.length));
     for (const a of addresses) {
-      this.hosts.set(a, { generation: -1, spawned: new Set(), connected: new Set(), exited: new Set(), spawnedAt: null, connectedAt: null, done: false, printed: '' });
+      this.hosts.set(a, { generation: -1, spawned: new Set(), connected: new Set(), exited: new Set(), spawnedAt: null, connectedAt: null, end: null, printed: '' });
     }
     this.timer = setInterval(() => this.render(), this.stream.isTTY ? REDRAW_MS : PLAIN_MS);
     this.timer.unref();
@@ -62,19 +63,21 @@ export class GenerateProgress {
     if (h.connectedAt === null && h.connected.size >= this.n) h.connectedAt = now;
   }
 
-  /** The host answered (or failed): its line stops changing. */
-  done(address: string): void {
+  /** The host answered, or failed: its line stops changing. */
+  done(address: string, ok: boolean): void {
     const h = this.hosts.get(address);
-    if (h) h.done = true;
+    if (h) h.end = ok ? 'done' : 'failed';
   }
 
-  /** Stops redrawing and leaves the terminal clean for the results; returns the summary line. */
-  finish(): string {
+  /** Stops redrawing and leaves the terminal clean for the results; returns the summary line (none if every host failed). */
+  finish(): string | null {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     if (this.stream.isTTY) this.erase();
     else this.render();
-    const hosts = [...this.hosts.values()];
+    const all = [...this.hosts.values()];
+    const hosts = all.filter((h) => h.end !== 'failed');
+    if (hosts.length === 0) return null;
     const total = (pick: (h: HostCounts) => Set<number>) => hosts.reduce((sum, h) => sum + pick(h).size, 0);
     /** " in 1.2s" once every host got there. */
     const when = (pick: (h: HostCounts) => number | null) => {
@@ -86,14 +89,16 @@ export class GenerateProgress {
     if (this.wait === 'connected') parts.push(`connected ${total((h) => h.connected)}/${target}${when((h) => h.connectedAt)}`);
     const exited = total((h) => h.exited);
     if (exited > 0) parts.push(`exited ${exited}`);
-    return `${hosts.length === 1 ? '' : `${hosts.length} managers: `}${parts.join(', ')} (${duration(Date.now() - this.started)} in all)`;
+    const failed = all.length - hosts.length;
+    const who = all.length === 1 ? '' : `${hosts.length} manager${hosts.length === 1 ? '' : 's'}${failed > 0 ? ` (${failed} failed)` : ''}: `;
+    return `${who}${parts.join(', ')} (${duration(Date.now() - this.started)} in all)`;
   }
 
   private line(address: string, h: HostCounts): string {
     const parts = [`spawned ${String(h.spawned.size).padStart(String(this.n).length)}/${this.n}`];
     if (this.wait === 'connected') parts.push(`connected ${String(h.connected.size).padStart(String(this.n).length)}/${this.n}`);
     if (h.exited.size > 0) parts.push(`exited ${h.exited.size}`);
-    return `${address.padEnd(this.width)}  ${parts.join('  ')}${h.done ? '  done' : ''}`;
+    return `${address.padEnd(this.width)}  ${parts.join('  ')}${h.end ? `  ${h.end}` : ''}`;
   }
 
   private render(): void {

@@ -224,6 +224,15 @@ describe('cli', () => {
     expect(f.received[0]).toEqual({ id: 1, cmd: 'hello', token: 'sesame', client: 'herd-cli' });
   });
 
+  test('UNAUTHENTICATED tells a CLI user how to give the token; a refused generate prints no progress summary', async () => {
+    const f = await fake((msg, send) => void send({ id: msg.id, ok: false, error: { code: 'UNAUTHENTICATED', message: 'this manager requires a token: send hello with the token first' } }));
+    const r = await herd(['generate', '2', '--manager', f.address]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('--token-file FILE or $HERD_TOKEN_FILE');
+    expect(r.stderr).toMatch(/spawned 0\/2 {2}failed/);
+    expect(r.stderr).not.toMatch(/in all/);
+  });
+
   test('watch --json: subscribed line, one event per line, exit 1 when the manager goes away', async () => {
     const f = await fake((msg, send, sock) => {
       send({ id: msg.id, ok: true, topics: msg.topics });

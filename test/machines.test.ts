@@ -315,6 +315,28 @@ describe('manager machine', () => {
     expect(m.status()).toMatchObject({ state: 'idle', generation: 1, nodes: [], counts: { spawning: 0, running: 0, killed: 0 } });
   });
 
+  test('reset after a kill: the node the kill stopped is not counted again (it was in the kill reply)', () => {
+    const m = startManager();
+    m.generate('g', 3);
+    [100, 101, 102].forEach((pid, i) => m.procs.start(1, i, pid));
+    m.actor.send({ type: 'kill', to: 'k', index: 1 });
+    m.procs.exit(1, 1, null, 'SIGTERM');
+    expect(m.replyTo('k')).toMatchObject({ result: { pid: 101, outcome: 'terminated' } });
+    m.actor.send({ type: 'reset', to: 'r' });
+    m.procs.exit(1, 0, null, 'SIGTERM');
+    m.procs.exit(1, 2, null, 'SIGTERM');
+    expect(m.replyTo('r')).toMatchObject({
+      result: {
+        killed: 2,
+        outcomes: { exited: 0, terminated: 2, killed: 0 },
+        nodes: [
+          { index: 0, pid: 100, outcome: 'terminated' },
+          { index: 2, pid: 102, outcome: 'terminated' },
+        ],
+      },
+    });
+  });
+
   test('a spawn failure rolls the generation back: launches withdrawn, started nodes reaped, SPAWN_FAILED', () => {
     const m = startManager();
     m.generate('g', 3);

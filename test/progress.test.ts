@@ -32,10 +32,23 @@ test('counts the new generation only: the reset of the old one and a repeated ev
   p.node(A, ev(5, 0, 'running'));
   p.node(A, ev(5, 0, 'running'));
   p.node(A, ev(4, 1, 'killed'));
-  p.done(A);
+  p.done(A, true);
   const summary = p.finish();
   expect(out.text).toMatch(/^10\.0\.0\.1:7070 {2}spawned 2\/2 {2}connected 1\/2 {2}done {2}\(\S+\)\n$/);
   expect(summary).toMatch(/^spawned 2\/2 in \S+, connected 1\/2 \(\S+ in all\)$/);
+});
+
+test('a host that failed is marked so and left out of the summary; no summary when every host failed', () => {
+  const out = new Capture(false);
+  const p = new GenerateProgress(out, [A, B], 1, 'spawned');
+  p.node(A, ev(1, 0, 'spawning'));
+  p.done(A, true);
+  p.done(B, false);
+  expect(p.finish()).toMatch(/^1 manager \(1 failed\): spawned 1\/1 in \S+ \(/);
+  expect(out.text).toMatch(/^10\.0\.0\.2:7070 {2}spawned 0\/1 {2}failed {2}\(/m);
+  const q = new GenerateProgress(new Capture(false), [A], 2, 'spawned');
+  q.done(A, false);
+  expect(q.finish()).toBeNull();
 });
 
 test('a node that exits while the generation starts is shown as exited', () => {

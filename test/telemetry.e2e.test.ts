@@ -198,6 +198,10 @@ describe('the timeline of a real manager', () => {
       const jsonl = await herd(['export', '--jsonl', '--generation', '1', '--manager', m2.address]);
       const lines = jsonl.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
       expect(lines[0]).toMatchObject({ host: m2.address, type: 'header', generation: 1, n: 2 });
+      // Nothing exported: no CSV header on stdout, only the error.
+      const none = await herd(['export', '--generation', '99', '--manager', m2.address]);
+      expect(none).toMatchObject({ code: 1, stdout: '' });
+      expect(none.stderr).toMatch(/BAD_ARGUMENT/);
     } finally {
       expect(await m2.stop()).toBe(0);
     }
