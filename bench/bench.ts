@@ -1,31 +1,35 @@
-// `npm run bench`: how fast is herd, measured against a baseline run in this same process.
+// `npm run bench`: how fast is herd, measured against baselines run in this same process, and
+// against pm2 and supervisor where installed. Targets (issue 5) are printed next to the figures.
 //
 // This is a report, not a test: nothing here asserts on wall-clock time. It starts its own
-// manager subprocess(es) on a free port, talks to them with HerdClient, and compares:
+// manager subprocess(es) on a free port, talks to them with HerdClient, and compares, by section
+// (`npm run bench -- --only spawn,status`; `--quick` for fewer and smaller rounds):
 //
-//   1. spawn N lightweight nodes (`generate N`, wait "spawned") vs. a bare child_process.spawn loop
-//   2. reset those N nodes (`reset` reply)                    vs. a bare kill(-pid, SIGTERM) loop
-//   3. generate 50 real example nodes, wait "connected" (absolute time, per node)
-//   4. `status` round trips idle with 200 nodes (baseline: `ping`), and during a `generate 500`
-//   5. manager RSS with 0 / 200 nodes, and its idle CPU with 200 nodes (baseline: 0 nodes)
-//   6. node output: the periodic size check of 1000 files, and a check that rotates 10 MiB
-//      (in this process, with the manager's NodeOutput; no baseline)
-//   7. the stats sampler over 1000 live processes at 1 Hz: its CPU (in this process, with the
-//      manager's Sampler and Timeline) vs. the previous readFileSync read; and the manager's idle
-//      CPU with 1000 nodes (base: 0 nodes)
+//   spawn      generate N=200 and 1000 lightweight nodes (wait "spawned") vs a bare
+//              child_process.spawn loop; reset them vs a bare kill(-pid, SIGTERM)-and-wait loop
+//   status     `status` round trips idle with 1000 nodes (base: `ping`), and during a generate 1000
+//   idle       manager RSS and idle CPU (1 Hz sampling) with 1000 nodes (base: 0 nodes)
+//   connected  generate until every node connected: 1000 light connecting nodes (bash, one frame,
+//              then sleep) and 200 example nodes, vs the same bare loop and a bare listener
+//   peers      the same start/stop of N light nodes through pm2 and supervisor (skipped if absent)
+//   output     node output: the periodic size check of 1000 files, one 10 MiB rotation (in-process)
+//   sampler    the stats sampler over 1000 live processes at 1 Hz (in-process) vs readFileSync
 //
 // A lightweight node is a tiny shell script in a private tmp dir that execs `sleep` through a
 // symlink in that same dir, so every process we start carries the tmp path in its command line
 // and `pgrep -f <tmp>` finds any leftover. Prints a table; writes every figure (raw samples too)
-// to bench/results/latest.json.
+// and every target check to bench/results/latest.json.
 
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
+import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
 import { createLogger } from '../src/logger';
 import { NodeOutput } from '../src/nodeoutput';
+import { pm2Cost, supervisorCost } from './peers';
 import { samplerCost } from './sampler';
 import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
 
@@ -33,25 +37,37 @@ import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR
 const NODE_TAIL = ['127.0.0.1:7071', '127.0.0.1'];
 
 const CONFIG = {
-  spawnSizes: [200, 500],
-  spawnReps: { 200: 5, 500: 5 } as Record<number, number>,
-  /** N=500 is skipped if the bench has already run this long. */
-  largeBudgetMs: 90_000,
+  spawnSizes: [200, 1000],
+  spawnReps: 3,
   warmupN: 20,
-  realN: 50,
-  realReps: 3,
+  /** Nodes running for the idle status latency, RSS and CPU figures. */
+  idleNodes: 1000,
   statusIdleRequests: 500,
-  statusIdleNodes: 200,
-  statusDuringN: 500,
-  statusDuringReps: 3,
+  statusDuringN: 1000,
+  statusDuringReps: 2,
   cpuWindowS: 5,
+  idleWindowS: 10,
   statsIntervalMs: 1000,
+  connectLightN: 1000,
+  /**
+   * The example node hashes 5 ms of every 200 ms once connected: 200 of them ask for 5 cores,
+   * which starves a 2-core box (load 170, minutes per round); 50 ask for 1.25.
+   */
+  connectExampleN: 50,
+  connectReps: 2,
+  peerSizes: [200, 1000],
+  peerReps: 2,
   outputFiles: 1000,
   outputChecks: 20,
   outputRotateMiB: 10,
   samplerNodes: 1000,
   samplerWindowS: 10,
 };
+/** `--quick`: one round of each, smaller N where the full size takes long. */
+const QUICK: Partial<typeof CONFIG> = { spawnReps: 1, statusIdleRequests: 200, statusDuringReps: 1, idleWindowS: 5, connectExampleN: 20, connectReps: 1, peerSizes: [200], peerReps: 1, samplerWindowS: 5 };
+
+const SECTIONS = ['spawn', 'status', 'idle', 'connected', 'peers', 'output', 'sampler'] as const;
+type Section = (typeof SECTIONS)[number];
 
 // ---- small utilities ----------------------------------------------------------
 
@@ -253,313 +269,466 @@ process.on('SIGINT', () => {
 
 // ---- the bench --------------------------------------------------------------------
 
-interface Row { measure: string; herd: string; baseline: string; ratio: string }
+/** One line of the table: `value` is herd's figure (a peer's, on the peer rows), `target` the issue's bound with ✓/✗. */
+interface Row { measure: string; value: string; baseline: string; ratio: string; target: string }
+
+/** The targets, checked on the figures they name; every check also goes into the JSON. */
+const checks: { target: string; value: number; limit: number; met: boolean }[] = [];
+function target(name: string, value: number, limit: number, unit: string): string {
+  const met = Number.isFinite(value) && value <= limit;
+  checks.push({ target: name, value: round(value, 3), limit, met });
+  return `≤ ${limit}${unit} ${met ? '✓' : '✗'}`;
+}
+
+/** A bad command line: said in one line, without a stack. */
+class UsageError extends Error {}
+
+function options(argv: string[]): { only: Set<string>; quick: boolean } {
+  let only = new Set(SECTIONS);
+  let quick = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--quick') quick = true;
+    else if (a === '--only' || a.startsWith('--only=')) {
+      const list = a === '--only' ? argv[++i] ?? '' : a.slice('--only='.length);
+      const names = list.split(',').filter(Boolean);
+      const bad = names.filter((s) => !(SECTIONS as readonly string[]).includes(s));
+      if (bad.length > 0 || names.length === 0) throw new UsageError(`--only takes a comma-separated list of ${SECTIONS.join(', ')}; got ${JSON.stringify(list)}`);
+      only = new Set(names as Section[]);
+    } else throw new UsageError(`unknown option ${a}; usage: npm run bench -- [--quick] [--only ${SECTIONS.join(',')}]`);
+  }
+  return { only: only as Set<string>, quick };
+}
+
+/**
+ * A bare stand-in for the manager's node port: answers every request frame `ok`
+ * (what a node waits for after `connect`) and counts connects. The bare baseline of
+ * "until connected" is a spawn loop plus this listener, in this process.
+ */
+async function connectCounter(): Promise<{ address: string; connected: () => number; reset: () => void; close: () => Promise<void> }> {
+  let count = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    const decoder = new FrameDecoder(1024 * 1024);
+    socket.on('data', (chunk) => {
+      for (const frame of decoder.push(chunk)) {
+        if (frame.kind !== 'frame') continue;
+        const req = decodeBody(frame.body) as { id: number; cmd: string };
+        if (req.cmd === 'connect') count++;
+        socket.write(encodeFrame({ id: req.id, ok: true, index: 0, generation: 1 }));
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    address: `127.0.0.1:${port}`,
+    connected: () => count,
+    reset: () => {
+      count = 0;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Spawns n nodes bare (own group, stdio ignored, `env`) and waits until the counter has seen n connects. */
+async function bareConnected(command: string, args: string[], n: number, counter: Awaited<ReturnType<typeof connectCounter>>, env: NodeJS.ProcessEnv): Promise<{ ms: number; children: BareChild[] }> {
+  counter.reset();
+  const t0 = now();
+  const children: BareChild[] = [];
+  for (let i = 0; i < n; i++) {
+    const proc = spawn(command, args, { detached: true, stdio: 'ignore', env: { ...env, HERD_INDEX: String(i) } });
+    bareLive.add(proc);
+    const exited = new Promise<void>((resolve) =>
+      proc.once('exit', () => {
+        bareLive.delete(proc);
+        resolve();
+      }),
+    );
+    proc.once('error', () => undefined);
+    children.push({ proc, spawned: Promise.resolve(), exited });
+  }
+  while (counter.connected() < n) {
+    if (now() - t0 > 120_000) throw new Error(`bare: ${counter.connected()} of ${n} nodes connected after 120 s`);
+    await sleep(2);
+  }
+  return { ms: now() - t0, children };
+}
 
 async function main(): Promise<void> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
+  const opts = options(process.argv.slice(2));
+  const want = (s: Section) => opts.only.has(s);
+  const cfg = opts.quick ? { ...CONFIG, ...QUICK } : CONFIG;
   const info = machine();
   process.stdout.write(`machine: ${info.nproc} cpu(s), ${info.cpuModel}, node ${info.node}, linux ${info.kernel}, ${info.memTotalMiB} MiB\n`);
+  process.stdout.write(`sections: ${[...opts.only].join(', ')}${opts.quick ? ' (--quick)' : ''}\n`);
 
   tmpRoot = mkdtempSync(path.join(os.tmpdir(), 'herd-bench-'));
   const sleepBin = ['/bin/sleep', '/usr/bin/sleep'].find((p) => existsSync(p));
   if (!sleepBin) throw new Error('no sleep binary in /bin or /usr/bin');
+  const bashBin = ['/bin/bash', '/usr/bin/bash'].find((p) => existsSync(p));
   const sleepLink = path.join(tmpRoot, 'sleep');
   symlinkSync(sleepBin, sleepLink);
   const lightNode = path.join(tmpRoot, 'light-node.sh');
   // The manager appends two args; exec drops them, so sleep never sees them.
   writeFileSync(lightNode, `#!/bin/sh\nexec ${sleepLink} 1000\n`);
   chmodSync(lightNode, 0o755);
+  // A light node that connects: bash's /dev/tcp sends the one frame {id: 2, cmd: "connect", pid}
+  // (26 bytes of MessagePack) to HERD_MANAGER, then execs sleep, which keeps the connection open.
+  const connectNode = path.join(tmpRoot, 'connect-node.sh');
+  writeFileSync(
+    connectNode,
+    `#!${bashBin ?? '/bin/bash'}\nexec 3<>"/dev/tcp/\${HERD_MANAGER%:*}/\${HERD_MANAGER##*:}" || exit 1\np=$$\n` +
+      `printf "\\x00\\x00\\x00\\x1a\\x83\\xa2id\\x02\\xa3cmd\\xa7connect\\xa3pid\\xce$(printf '\\\\x%02x\\\\x%02x\\\\x%02x\\\\x%02x' $((p>>24&255)) $((p>>16&255)) $((p>>8&255)) $((p&255)))" >&3\n` +
+      `exec ${sleepLink} 1000\n`,
+  );
+  chmodSync(connectNode, 0o755);
   log(`tmp dir ${tmpRoot}`);
 
-  const results: Record<string, unknown> = {};
+  const results: Record<string, unknown> = { sections: [...opts.only], quick: opts.quick };
   const rows: Row[] = [];
   const fmt = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
   const medMin = (s: Summary, d = 1) => `${fmt(s.median, d)} (${fmt(s.min, d)})`;
   const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? `${(a / b).toFixed(2)}x` : '-');
-
-  // -- manager A: lightweight nodes ---------------------------------------------------
-  const mgrA = await startManager(['--stats-interval-ms', String(CONFIG.statsIntervalMs), '--node-command', lightNode], path.join(tmpRoot, 'logs-a'));
-  managers.add(mgrA);
-  log(`manager A pid ${mgrA.pid} at ${mgrA.address}`);
-  const client = await HerdClient.connect(mgrA.address);
-  clients.add(client);
-  const probe = await HerdClient.connect(mgrA.address);
-  clients.add(probe);
-
-  // 5a. RSS and idle CPU with 0 nodes (fresh manager; let the sampler take a couple of samples).
-  await sleep(1500);
-  const rss0Fresh = vmRssKiB(mgrA.pid);
-  log(`idle CPU, 0 nodes, ${CONFIG.cpuWindowS} s`);
-  const cpu0 = await cpuWindow(mgrA.pid, CONFIG.cpuWindowS);
-
-  // 4a + 5b. With 200 nodes running (first generate of a fresh manager, so the RSS is not a
-  // high-water mark left by the N=500 rounds): RSS, status vs ping latency, idle CPU.
-  await herdSpawn(client, CONFIG.statusIdleNodes);
-  await sleep(1500);
-  const rss200 = vmRssKiB(mgrA.pid);
-  log(`status/ping latency idle, ${CONFIG.statusIdleNodes} nodes`);
-  await latencies(() => probe.status(), 50); // warm-up
-  const statusIdle = summarize(await latencies(() => probe.status(), CONFIG.statusIdleRequests));
-  const pingIdle = summarize(await latencies(() => probe.ping(), CONFIG.statusIdleRequests));
-  const statusBytes = Buffer.byteLength(JSON.stringify(await probe.status()));
-  log(`idle CPU, ${CONFIG.statusIdleNodes} nodes, ${CONFIG.cpuWindowS} s`);
-  const cpu200 = await cpuWindow(mgrA.pid, CONFIG.cpuWindowS);
-  const rss200After = vmRssKiB(mgrA.pid);
-  await herdReset(client, CONFIG.statusIdleNodes);
-  await sleep(1000);
-  const rss0AfterReset = vmRssKiB(mgrA.pid);
-
-  // Warm-up: JIT, the xstate machinery, fs caches, for both sides.
-  for (let i = 0; i < 2; i++) {
-    await herdSpawn(client, CONFIG.warmupN);
-    await herdReset(client, CONFIG.warmupN);
-    const b = await bareSpawn(lightNode, CONFIG.warmupN, 'plain', path.join(tmpRoot, 'bare-logs'));
-    await bareReset(b.children);
-    const b2 = await bareSpawn(lightNode, CONFIG.warmupN, 'launcherLike', path.join(tmpRoot, 'bare-logs'));
-    await bareReset(b2.children);
-  }
-
-  // 1 + 2. spawn and reset, herd vs bare, interleaved per repetition.
-  const spawnResults: Record<string, unknown> = {};
-  for (const n of CONFIG.spawnSizes) {
-    if (n > 200 && now() - T0 > CONFIG.largeBudgetMs) {
-      log(`skipping N=${n}: already ${Math.round((now() - T0) / 1000)} s in`);
-      continue;
-    }
-    const reps = CONFIG.spawnReps[n] ?? 3;
-    const s = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[], likeReset: [] as number[] };
-    // CPU burnt by the spawning process itself (manager, or this bench for the bare loops), in ms:
-    // less sensitive to scheduling noise than wall time on a small box.
-    const cpu = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
-    for (let r = 0; r < reps; r++) {
-      log(`N=${n} rep ${r + 1}/${reps}`);
-      let c0 = cpuTicks(mgrA.pid);
-      s.herdSpawn.push(await herdSpawn(client, n));
-      let c1 = cpuTicks(mgrA.pid);
-      s.herdReset.push(await herdReset(client, n));
-      cpu.herdSpawn.push(ticksMs(c1 - c0));
-      cpu.herdReset.push(ticksMs(cpuTicks(mgrA.pid) - c1));
-      c0 = cpuTicks(process.pid);
-      const b = await bareSpawn(lightNode, n, 'plain', path.join(tmpRoot, 'bare-logs'));
-      c1 = cpuTicks(process.pid);
-      s.bareSpawn.push(b.ms);
-      s.bareReset.push(await bareReset(b.children));
-      cpu.bareSpawn.push(ticksMs(c1 - c0));
-      cpu.bareReset.push(ticksMs(cpuTicks(process.pid) - c1));
-      // Fresh log files each time, as the manager creates a new gen-K directory per generation.
-      c0 = cpuTicks(process.pid);
-      const l = await bareSpawn(lightNode, n, 'launcherLike', path.join(tmpRoot, 'bare-logs', `n${n}-rep${r}`));
-      cpu.likeSpawn.push(ticksMs(cpuTicks(process.pid) - c0));
-      s.likeSpawn.push(l.ms);
-      s.likeReset.push(await bareReset(l.children));
-    }
-    const sum = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { ...summarize(v), samplesMs: v.map((x) => round(x, 2)) }])) as Record<keyof typeof s, Summary & { samplesMs: number[] }>;
-    const cpuSum = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, { ...summarize(v), samplesMs: v }])) as Record<keyof typeof cpu, Summary & { samplesMs: number[] }>;
-    spawnResults[`n${n}`] = { n, reps, ...sum, spawnerCpuMs: cpuSum, ratioSpawnMedian: round(sum.herdSpawn.median / sum.bareSpawn.median, 3), ratioResetMedian: round(sum.herdReset.median / sum.bareReset.median, 3) };
-    rows.push({ measure: `spawn N=${n}, ms med (min)`, herd: medMin(sum.herdSpawn), baseline: medMin(sum.bareSpawn), ratio: ratio(sum.herdSpawn.median, sum.bareSpawn.median) });
-    rows.push({ measure: `  per node, ms`, herd: fmt(sum.herdSpawn.median / n, 2), baseline: fmt(sum.bareSpawn.median / n, 2), ratio: '' });
-    rows.push({ measure: `  spawner CPU per node, ms (manager vs bench)`, herd: fmt(cpuSum.herdSpawn.median / n, 2), baseline: fmt(cpuSum.bareSpawn.median / n, 2), ratio: ratio(cpuSum.herdSpawn.median, cpuSum.bareSpawn.median) });
-    rows.push({ measure: `  vs launcher-like bare (+new log file, env)`, herd: medMin(sum.herdSpawn), baseline: medMin(sum.likeSpawn), ratio: ratio(sum.herdSpawn.median, sum.likeSpawn.median) });
-    rows.push({ measure: `    its CPU per node, ms`, herd: fmt(cpuSum.herdSpawn.median / n, 2), baseline: fmt(cpuSum.likeSpawn.median / n, 2), ratio: ratio(cpuSum.herdSpawn.median, cpuSum.likeSpawn.median) });
-    rows.push({ measure: `reset N=${n}, ms med (min)`, herd: medMin(sum.herdReset), baseline: medMin(sum.bareReset), ratio: ratio(sum.herdReset.median, sum.bareReset.median) });
-    rows.push({ measure: `  per node, ms`, herd: fmt(sum.herdReset.median / n, 2), baseline: fmt(sum.bareReset.median / n, 2), ratio: '' });
-    rows.push({ measure: `  killer CPU per node, ms (manager vs bench)`, herd: fmt(cpuSum.herdReset.median / n, 2), baseline: fmt(cpuSum.bareReset.median / n, 2), ratio: ratio(cpuSum.herdReset.median, cpuSum.bareReset.median) });
-  }
-  results.spawnReset = spawnResults;
-
-  // 4b. status while a generate of 500 is spawning.
-  const during: number[][] = [];
-  const duringGen: number[] = [];
-  for (let r = 0; r < CONFIG.statusDuringReps; r++) {
-    log(`status during generate ${CONFIG.statusDuringN}, rep ${r + 1}/${CONFIG.statusDuringReps}`);
-    let done = false;
-    const t0 = now();
-    const gen = client.generate(CONFIG.statusDuringN, { wait: 'spawned' }).then(
-      (res) => {
-        done = true;
-        duringGen.push(now() - t0);
-        if (res.nodes.length !== CONFIG.statusDuringN) throw new Error(`generate returned ${res.nodes.length} nodes`);
-      },
-      (err) => {
-        done = true;
-        throw err;
-      },
-    );
-    const lat: number[] = [];
-    while (!done) {
-      const s0 = now();
-      await probe.status();
-      lat.push(now() - s0);
-    }
-    await gen;
-    during.push(lat);
-    await herdReset(client, CONFIG.statusDuringN);
-  }
-  const statusDuring = summarize(during.flat());
-  const rss0After = vmRssKiB(mgrA.pid);
-
-  results.status = {
-    idleNodes: CONFIG.statusIdleNodes,
-    statusIdleMs: statusIdle,
-    pingIdleMs: pingIdle,
-    statusReplyJsonBytes: statusBytes,
-    duringGenerate: { n: CONFIG.statusDuringN, generateMs: summarize(duringGen), statusMs: statusDuring, samplesPerRep: during.map((l) => l.length) },
+  const row = (measure: string, value: string, baseline = '', r = '', tgt = '') => rows.push({ measure, value, baseline, ratio: r, target: tgt });
+  const exits: Record<string, unknown> = {};
+  const stop = async (name: string, m: Manager, ...cs: HerdClient[]) => {
+    await Promise.all(cs.map((c) => c.close()));
+    for (const c of cs) clients.delete(c);
+    exits[name] = await stopManager(m);
+    managers.delete(m);
+    log(`manager ${name} stopped: ${JSON.stringify(exits[name])}`);
   };
-  results.memory = { rssKiB0Fresh: rss0Fresh, rssKiB200: rss200, rssKiB200AfterCpuWindow: rss200After, rssKiB0AfterReset200: rss0AfterReset, rssKiB0AfterRun: rss0After, kiBPerNode: round((rss200 - rss0Fresh) / CONFIG.statusIdleNodes, 1) };
-  results.cpu = { clkTck: clkTck(), idle0Nodes: cpu0, idle200Nodes: cpu200, statsIntervalMs: CONFIG.statsIntervalMs };
+  /** Bare spawn medians by N, for the peers' rows. */
+  const bareSpawnMedian: Record<number, number> = {};
+  const herdSpawnMedian: Record<number, number> = {};
+  const herdResetMedian: Record<number, number> = {};
 
-  rows.push({ measure: `status p50 idle, ${CONFIG.statusIdleNodes} nodes (base: ping), ms`, herd: fmt(statusIdle.p50, 3), baseline: fmt(pingIdle.p50, 3), ratio: ratio(statusIdle.p50, pingIdle.p50) });
-  rows.push({ measure: `status p99 idle, ${CONFIG.statusIdleNodes} nodes (base: ping), ms`, herd: fmt(statusIdle.p99, 3), baseline: fmt(pingIdle.p99, 3), ratio: ratio(statusIdle.p99, pingIdle.p99) });
-  rows.push({ measure: `status p50 during generate ${CONFIG.statusDuringN} (base: idle), ms`, herd: fmt(statusDuring.p50, 3), baseline: fmt(statusIdle.p50, 3), ratio: ratio(statusDuring.p50, statusIdle.p50) });
-  rows.push({ measure: `status p99 during generate ${CONFIG.statusDuringN} (base: idle), ms`, herd: fmt(statusDuring.p99, 3), baseline: fmt(statusIdle.p99, 3), ratio: ratio(statusDuring.p99, statusIdle.p99) });
-  rows.push({ measure: `  status max during / round trips per generate`, herd: fmt(statusDuring.max, 1), baseline: during.map((l) => l.length).join('/'), ratio: '' });
-  rows.push({ measure: `  generate ${CONFIG.statusDuringN} under status load, ms med (min)`, herd: medMin(summarize(duringGen)), baseline: '', ratio: '' });
-  rows.push({ measure: `manager RSS, MiB: 200 nodes (base: 0 nodes)`, herd: fmt(rss200 / 1024), baseline: fmt(rss0Fresh / 1024), ratio: ratio(rss200, rss0Fresh) });
-  rows.push({ measure: `  RSS 0 nodes after all rounds (high-water), MiB`, herd: fmt(rss0After / 1024), baseline: '', ratio: '' });
-  rows.push({ measure: `manager CPU idle 5 s, % core: 200 (base: 0 nodes)`, herd: fmt(cpu200.meanPct, 2), baseline: fmt(cpu0.meanPct, 2), ratio: ratio(cpu200.meanPct, cpu0.meanPct) });
-
-  // 7b. The manager's idle CPU with 1000 nodes: sampling, the timeline, node output checks, its event loop.
-  log(`idle CPU, ${CONFIG.samplerNodes} nodes, ${CONFIG.samplerWindowS} s`);
-  await herdSpawn(client, CONFIG.samplerNodes);
-  await sleep(2000);
-  const cpu1000 = await cpuWindow(mgrA.pid, CONFIG.samplerWindowS);
-  await herdReset(client, CONFIG.samplerNodes);
-  results.cpu = { ...(results.cpu as object), idle1000Nodes: cpu1000 };
-  rows.push({ measure: `manager CPU idle ${CONFIG.samplerWindowS} s, % core: ${CONFIG.samplerNodes} (base: 0 nodes)`, herd: fmt(cpu1000.meanPct, 2), baseline: fmt(cpu0.meanPct, 2), ratio: ratio(cpu1000.meanPct, cpu0.meanPct) });
-
-  await Promise.all([client.close(), probe.close()]);
-  clients.delete(client);
-  clients.delete(probe);
-  const stopA = await stopManager(mgrA);
-  managers.delete(mgrA);
-  log(`manager A stopped: ${JSON.stringify(stopA)}`);
-
-  // 3. Real example nodes (default --node-command), wait "connected". A second manager, since the
-  // node command is fixed per manager; the --node-arg tag only puts the tmp path into the nodes'
-  // command lines for the leftover check (the example node reads just its last two args).
-  const mgrB = await startManager(['--stats-interval-ms', String(CONFIG.statsIntervalMs), `--node-arg=--bench-tag=${tmpRoot}`], path.join(tmpRoot, 'logs-b'));
-  managers.add(mgrB);
-  log(`manager B (example node) pid ${mgrB.pid} at ${mgrB.address}`);
-  const clientB = await HerdClient.connect(mgrB.address);
-  clients.add(clientB);
-  await sleep(500);
-  const realConnect: number[] = [];
-  const realReset: number[] = [];
-  for (let r = 0; r < CONFIG.realReps; r++) {
-    log(`example nodes: generate ${CONFIG.realN} wait connected, rep ${r + 1}/${CONFIG.realReps}`);
-    const t0 = now();
-    const res = await clientB.generate(CONFIG.realN, { wait: 'connected', timeoutMs: 60_000 });
-    realConnect.push(now() - t0);
-    if (res.nodes.length !== CONFIG.realN) throw new Error(`generate returned ${res.nodes.length} nodes`);
-    realReset.push(await herdReset(clientB, CONFIG.realN));
-  }
-  // Baseline: the same 50 example-node processes started bare with no HERD_MANAGER in their
-  // environment: each boots, loads its modules, and exits at once (status 2). Time until all have
-  // exited is the floor that process start-up alone puts under "all connected".
-  const bootEnv = { ...process.env };
-  delete bootEnv.HERD_MANAGER;
-  const realBoot: number[] = [];
-  for (let r = 0; r < CONFIG.realReps; r++) {
-    log(`example nodes: bare boot-to-exit of ${CONFIG.realN}, rep ${r + 1}/${CONFIG.realReps}`);
-    const t0 = now();
-    const children: ChildProcess[] = [];
-    const exits: Promise<void>[] = [];
-    for (let i = 0; i < CONFIG.realN; i++) {
-      const c = spawn(EXAMPLE_NODE, [`--bench-tag=${tmpRoot}`, ...NODE_TAIL], { detached: true, stdio: 'ignore', env: bootEnv });
-      bareLive.add(c);
-      children.push(c);
-      exits.push(
-        new Promise<void>((resolve, reject) => {
-          c.once('error', reject);
-          c.once('exit', () => {
-            bareLive.delete(c);
-            resolve();
-          });
-        }),
-      );
+  /** Runs one section; a failure is reported in the table and the JSON, and the bench goes on. */
+  const section = async (name: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      log(`${name} failed: ${(err as Error).stack ?? err}`);
+      results[`${name}Error`] = String((err as Error).message ?? err);
+      row(`${name}: FAILED (${String((err as Error).message ?? err).slice(0, 80)})`, '');
     }
-    await Promise.all(exits);
-    realBoot.push(now() - t0);
-    const bad = children.filter((c) => c.exitCode !== 2);
-    if (bad.length > 0) throw new Error(`${bad.length} bare example nodes exited with something other than 2 (e.g. ${bad[0].exitCode}/${bad[0].signalCode})`);
-  }
-  const bootS = summarize(realBoot);
-  const realC = summarize(realConnect);
-  const realR = summarize(realReset);
-  results.exampleNodes = { n: CONFIG.realN, connectMs: { ...realC, samplesMs: realConnect.map((x) => round(x, 1)) }, perNodeMsMedian: round(realC.median / CONFIG.realN, 2), resetMs: realR, bareBootToExitMs: { ...bootS, samplesMs: realBoot.map((x) => round(x, 1)) } };
-  rows.push({ measure: `generate ${CONFIG.realN} example nodes, connected, ms`, herd: medMin(realC, 0), baseline: medMin(bootS, 0), ratio: ratio(realC.median, bootS.median) });
-  rows.push({ measure: `  per node, ms`, herd: fmt(realC.median / CONFIG.realN, 1), baseline: fmt(bootS.median / CONFIG.realN, 1), ratio: '' });
-  rows.push({ measure: `  reset ${CONFIG.realN} example nodes, ms`, herd: medMin(realR, 0), baseline: '', ratio: '' });
-  await clientB.close();
-  clients.delete(clientB);
-  const stopB = await stopManager(mgrB);
-  managers.delete(mgrB);
-  log(`manager B stopped: ${JSON.stringify(stopB)}`);
+  };
+
+  // -- manager A: lightweight nodes (spawn, status, idle) -------------------------------
+  if (want('spawn') || want('status') || want('idle')) await section('spawn/status/idle', async () => {
+    const mgrA = await startManager(['--stats-interval-ms', String(cfg.statsIntervalMs), '--node-command', lightNode], path.join(tmpRoot, 'logs-a'));
+    managers.add(mgrA);
+    log(`manager A pid ${mgrA.pid} at ${mgrA.address}`);
+    const client = await HerdClient.connect(mgrA.address);
+    clients.add(client);
+    const probe = await HerdClient.connect(mgrA.address);
+    clients.add(probe);
+
+    // RSS and idle CPU with 0 nodes (fresh manager; let the sampler take a couple of samples).
+    await sleep(1500);
+    const rss0Fresh = vmRssKiB(mgrA.pid);
+    log(`idle CPU, 0 nodes, ${cfg.cpuWindowS} s`);
+    const cpu0 = want('idle') ? await cpuWindow(mgrA.pid, cfg.cpuWindowS) : null;
+
+    // Warm-up: JIT, the xstate machinery, fs caches, for both sides.
+    for (let i = 0; i < 2; i++) {
+      await herdSpawn(client, cfg.warmupN);
+      await herdReset(client, cfg.warmupN);
+      const b = await bareSpawn(lightNode, cfg.warmupN, 'plain', path.join(tmpRoot, 'bare-logs'));
+      await bareReset(b.children);
+    }
+
+    // The idle figures with N nodes running, from the first big generate of this manager (so the RSS
+    // is not a high-water mark left by the spawn rounds): RSS, status vs ping, idle CPU at 1 Hz sampling.
+    if (want('status') || want('idle')) {
+      const n = cfg.idleNodes;
+      await herdSpawn(client, n);
+      await sleep(2000);
+      const rssN = vmRssKiB(mgrA.pid);
+      const idle: Record<string, unknown> = { nodes: n, rssKiB0Fresh: rss0Fresh, rssKiBN: rssN };
+      if (want('status')) {
+        log(`status/ping latency idle, ${n} nodes`);
+        await latencies(() => probe.status(), 50); // warm-up
+        const statusIdle = summarize(await latencies(() => probe.status(), cfg.statusIdleRequests));
+        const pingIdle = summarize(await latencies(() => probe.ping(), cfg.statusIdleRequests));
+        const statusBytes = Buffer.byteLength(JSON.stringify(await probe.status()));
+        results.statusIdle = { nodes: n, statusMs: statusIdle, pingMs: pingIdle, statusReplyJsonBytes: statusBytes };
+        row(`status p50 idle, ${n} nodes (base: ping), ms`, fmt(statusIdle.p50, 2), fmt(pingIdle.p50, 2), ratio(statusIdle.p50, pingIdle.p50));
+        row(`status p99 idle, ${n} nodes (base: ping), ms`, fmt(statusIdle.p99, 2), fmt(pingIdle.p99, 2), ratio(statusIdle.p99, pingIdle.p99), target('status p99 idle', statusIdle.p99, 5, ' ms'));
+      }
+      if (want('idle')) {
+        log(`idle CPU, ${n} nodes, ${cfg.idleWindowS} s`);
+        const cpuN = await cpuWindow(mgrA.pid, cfg.idleWindowS);
+        const rssAfter = vmRssKiB(mgrA.pid);
+        Object.assign(idle, { cpu0, cpuN, rssKiBNAfterCpuWindow: rssAfter, statsIntervalMs: cfg.statsIntervalMs, clkTck: clkTck() });
+        const rssMax = Math.max(rssN, rssAfter);
+        // In MB (10^6 bytes), as the target is stated.
+        const mb = (kib: number) => (kib * 1024) / 1e6;
+        row(`manager RSS, ${n} nodes (base: 0 nodes), MB`, fmt(mb(rssMax)), fmt(mb(rss0Fresh)), ratio(rssMax, rss0Fresh), target('RSS with 1000 nodes', mb(rssMax), 120, ' MB'));
+        row(`manager CPU idle ${cfg.idleWindowS} s, 1 Hz sampling, ${n} nodes (base: 0), % core`, fmt(cpuN.meanPct, 2), fmt(cpu0!.meanPct, 2), ratio(cpuN.meanPct, cpu0!.meanPct), target('idle CPU with 1000 nodes', cpuN.meanPct, 1, ' %'));
+      }
+      results.idle = idle;
+      await herdReset(client, n);
+    }
+
+    // spawn and reset, herd vs bare, interleaved per repetition.
+    if (want('spawn')) {
+      const spawnResults: Record<string, unknown> = {};
+      for (const n of cfg.spawnSizes) {
+        const reps = cfg.spawnReps;
+        const s = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
+        // CPU burnt by the spawning process itself (manager, or this bench for the bare loops), in ms:
+        // less sensitive to scheduling noise than wall time on a small box.
+        const cpu = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
+        for (let r = 0; r < reps; r++) {
+          log(`spawn/reset N=${n} rep ${r + 1}/${reps}`);
+          let c0 = cpuTicks(mgrA.pid);
+          s.herdSpawn.push(await herdSpawn(client, n));
+          let c1 = cpuTicks(mgrA.pid);
+          s.herdReset.push(await herdReset(client, n));
+          cpu.herdSpawn.push(ticksMs(c1 - c0));
+          cpu.herdReset.push(ticksMs(cpuTicks(mgrA.pid) - c1));
+          c0 = cpuTicks(process.pid);
+          const b = await bareSpawn(lightNode, n, 'plain', path.join(tmpRoot, 'bare-logs'));
+          c1 = cpuTicks(process.pid);
+          s.bareSpawn.push(b.ms);
+          s.bareReset.push(await bareReset(b.children));
+          cpu.bareSpawn.push(ticksMs(c1 - c0));
+          cpu.bareReset.push(ticksMs(cpuTicks(process.pid) - c1));
+          // Fresh log files each time, as the manager creates a new gen-K directory per generation.
+          c0 = cpuTicks(process.pid);
+          const l = await bareSpawn(lightNode, n, 'launcherLike', path.join(tmpRoot, 'bare-logs', `n${n}-rep${r}`));
+          cpu.likeSpawn.push(ticksMs(cpuTicks(process.pid) - c0));
+          s.likeSpawn.push(l.ms);
+          await bareReset(l.children);
+        }
+        const sum = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, { ...summarize(v), samplesMs: v.map((x) => round(x, 2)) }])) as Record<keyof typeof s, Summary & { samplesMs: number[] }>;
+        const cpuSum = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, { ...summarize(v), samplesMs: v }])) as Record<keyof typeof cpu, Summary & { samplesMs: number[] }>;
+        spawnResults[`n${n}`] = { n, reps, ...sum, spawnerCpuMs: cpuSum, ratioSpawnMedian: round(sum.herdSpawn.median / sum.bareSpawn.median, 3), ratioResetMedian: round(sum.herdReset.median / sum.bareReset.median, 3) };
+        bareSpawnMedian[n] = sum.bareSpawn.median;
+        herdSpawnMedian[n] = sum.herdSpawn.median;
+        herdResetMedian[n] = sum.herdReset.median;
+        const sr = sum.herdSpawn.median / sum.bareSpawn.median;
+        const rr = sum.herdReset.median / sum.bareReset.median;
+        row(`spawn N=${n} until spawned, ms med (min)`, medMin(sum.herdSpawn), medMin(sum.bareSpawn), ratio(sum.herdSpawn.median, sum.bareSpawn.median), target(`spawn ${n} / bare`, sr, 1.2, 'x'));
+        row(`  spawner CPU per node, ms (manager vs bench)`, fmt(cpuSum.herdSpawn.median / n, 2), fmt(cpuSum.bareSpawn.median / n, 2), ratio(cpuSum.herdSpawn.median, cpuSum.bareSpawn.median));
+        row(`  vs launcher-like bare (+log file, env), ms`, medMin(sum.herdSpawn), medMin(sum.likeSpawn), ratio(sum.herdSpawn.median, sum.likeSpawn.median));
+        row(`reset N=${n} until reaped, ms med (min)`, medMin(sum.herdReset), medMin(sum.bareReset), ratio(sum.herdReset.median, sum.bareReset.median), target(`reset ${n} / bare`, rr, 1.2, 'x'));
+        row(`  killer CPU per node, ms (manager vs bench)`, fmt(cpuSum.herdReset.median / n, 2), fmt(cpuSum.bareReset.median / n, 2), ratio(cpuSum.herdReset.median, cpuSum.bareReset.median));
+      }
+      // Diagnostic: the same spawn/reset through a manager without the cgroup layer (HERD_CGROUP=off), to
+      // show what the per-node cgroup move costs (the other containment layers stay on).
+      const n = cfg.spawnSizes[cfg.spawnSizes.length - 1];
+      const mgrD = await startManager(['--node-command', lightNode], path.join(tmpRoot, 'logs-d'), { env: { ...process.env, HERD_CGROUP: 'off' } });
+      managers.add(mgrD);
+      const clientD = await HerdClient.connect(mgrD.address);
+      clients.add(clientD);
+      await herdSpawn(clientD, cfg.warmupN);
+      await herdReset(clientD, cfg.warmupN);
+      const noCg = { spawn: [] as number[], reset: [] as number[], spawnCpu: [] as number[] };
+      for (let r = 0; r < cfg.spawnReps; r++) {
+        log(`spawn/reset N=${n} without the cgroup layer, rep ${r + 1}/${cfg.spawnReps}`);
+        const c0 = cpuTicks(mgrD.pid);
+        noCg.spawn.push(await herdSpawn(clientD, n));
+        noCg.spawnCpu.push(ticksMs(cpuTicks(mgrD.pid) - c0));
+        noCg.reset.push(await herdReset(clientD, n));
+      }
+      await stop('D (HERD_CGROUP=off)', mgrD, clientD);
+      const ns = summarize(noCg.spawn);
+      const nr = summarize(noCg.reset);
+      spawnResults.noCgroup = { n, spawnMs: { ...ns, samplesMs: noCg.spawn }, resetMs: { ...nr, samplesMs: noCg.reset }, spawnCpuMs: summarize(noCg.spawnCpu) };
+      row(`  diagnostic: spawn ${n} with HERD_CGROUP=off, ms (base: bare)`, medMin(ns), fmt(bareSpawnMedian[n]), ratio(ns.median, bareSpawnMedian[n]));
+      row(`    its manager CPU per node, ms`, fmt(summarize(noCg.spawnCpu).median / n, 2));
+      results.spawnReset = spawnResults;
+    }
+
+    // status while a generate of N is spawning.
+    if (want('status')) {
+      const during: number[][] = [];
+      const duringGen: number[] = [];
+      for (let r = 0; r < cfg.statusDuringReps; r++) {
+        log(`status during generate ${cfg.statusDuringN}, rep ${r + 1}/${cfg.statusDuringReps}`);
+        let done = false;
+        const t0 = now();
+        const gen = client.generate(cfg.statusDuringN, { wait: 'spawned' }).then(
+          (res) => {
+            done = true;
+            duringGen.push(now() - t0);
+            if (res.nodes.length !== cfg.statusDuringN) throw new Error(`generate returned ${res.nodes.length} nodes`);
+          },
+          (err) => {
+            done = true;
+            throw err;
+          },
+        );
+        const lat: number[] = [];
+        while (!done) {
+          const s0 = now();
+          await probe.status();
+          lat.push(now() - s0);
+        }
+        await gen;
+        during.push(lat);
+        await herdReset(client, cfg.statusDuringN);
+      }
+      const statusDuring = summarize(during.flat());
+      results.statusDuring = { n: cfg.statusDuringN, generateMs: summarize(duringGen), statusMs: statusDuring, samplesPerRep: during.map((l) => l.length) };
+      row(`status p50 during generate ${cfg.statusDuringN}, ms`, fmt(statusDuring.p50, 2));
+      row(`status p99 during generate ${cfg.statusDuringN}, ms`, fmt(statusDuring.p99, 2), '', '', target('status p99 while spawning', statusDuring.p99, 50, ' ms'));
+      row(`  max / round trips per generate`, `${fmt(statusDuring.max, 1)} / ${during.map((l) => l.length).join(',')}`);
+    }
+    results.rssKiB0AfterRun = vmRssKiB(mgrA.pid);
+    await stop('A', mgrA, client, probe);
+  });
+
+  // -- until connected: light connecting nodes (manager C) and example nodes (manager B) --
+  if (want('connected')) await section('connected', async () => {
+    const counter = await connectCounter();
+    const connectedResults: Record<string, unknown> = {};
+    results.connected = connectedResults;
+    try {
+      const kinds = [
+        { name: 'light', label: 'light connecting node', command: connectNode, args: [] as string[], n: cfg.connectLightN, flags: ['--node-command', connectNode] },
+        // The --node-arg tag only puts the tmp path into the nodes' command lines for the leftover check.
+        { name: 'example', label: 'example node', command: EXAMPLE_NODE, args: [`--bench-tag=${tmpRoot}`], n: cfg.connectExampleN, flags: [`--node-arg=--bench-tag=${tmpRoot}`] },
+      ];
+      for (const k of kinds) {
+        const mgr = await startManager(['--stats-interval-ms', String(cfg.statsIntervalMs), ...k.flags], path.join(tmpRoot, `logs-${k.name}`));
+        managers.add(mgr);
+        const c = await HerdClient.connect(mgr.address);
+        clients.add(c);
+        await herdSpawn(c, cfg.warmupN);
+        await herdReset(c, cfg.warmupN);
+        const herdMs: number[] = [];
+        const herdResetMs: number[] = [];
+        const bareMs: number[] = [];
+        const bareResetMs: number[] = [];
+        const env = { ...process.env, HERD_MANAGER: counter.address, HERD_GENERATION: '1' };
+        for (let r = 0; r < cfg.connectReps; r++) {
+          log(`${k.label}s: generate ${k.n} wait connected, rep ${r + 1}/${cfg.connectReps}`);
+          const t0 = now();
+          const res = await c.generate(k.n, { wait: 'connected', timeoutMs: 120_000 });
+          herdMs.push(now() - t0);
+          if (res.nodes.length !== k.n) throw new Error(`generate returned ${res.nodes.length} nodes`);
+          herdResetMs.push(await herdReset(c, k.n));
+          const b = await bareConnected(k.command, [...k.args, ...NODE_TAIL], k.n, counter, env);
+          bareMs.push(b.ms);
+          bareResetMs.push(await bareReset(b.children));
+        }
+        await stop(k.name, mgr, c);
+        const h = summarize(herdMs);
+        const b = summarize(bareMs);
+        const hr = summarize(herdResetMs);
+        const br = summarize(bareResetMs);
+        connectedResults[k.name] = { n: k.n, herdMs: { ...h, samplesMs: herdMs.map((x) => round(x, 1)) }, bareMs: { ...b, samplesMs: bareMs.map((x) => round(x, 1)) }, herdResetMs: hr, bareResetMs: br };
+        row(`generate ${k.n} ${k.label}s until connected, ms`, medMin(h, 0), medMin(b, 0), ratio(h.median, b.median), target(`connected ${k.n} ${k.name} / bare`, h.median / b.median, 1.2, 'x'));
+        row(`  reset ${k.n} ${k.label}s, ms`, medMin(hr, 0), medMin(br, 0), ratio(hr.median, br.median));
+      }
+    } finally {
+      await counter.close();
+    }
+  });
+
+  // ---- pm2 and supervisor: start/stop the same light nodes through them ----
+  if (want('peers')) await section('peers', async () => {
+    const peerResults: unknown[] = [];
+    let count = 0;
+    for (const n of cfg.peerSizes) {
+      for (const cost of [pm2Cost, supervisorCost]) {
+        const r = await cost(lightNode, n, cfg.peerReps, path.join(tmpRoot, `peer-${count++}`), () => pgrep(sleepLink).length);
+        peerResults.push(r);
+        if ('skipped' in r) {
+          log(`${r.peer}: skipped (${r.skipped})`);
+          if (n === cfg.peerSizes[0]) row(`${r.peer}: skipped, ${r.skipped}`, '');
+          continue;
+        }
+        const st = summarize(r.startMs);
+        const sp = summarize(r.stopMs);
+        const base = (m: Record<number, number>) => (m[n] === undefined ? NaN : m[n]);
+        row(`${r.peer} ${r.version}: start ${n} (base: herd spawn), ms`, medMin(st, 0), fmt(base(herdSpawnMedian), 0), ratio(st.median, base(herdSpawnMedian)));
+        row(`  stop ${n} (base: herd reset), ms`, medMin(sp, 0), fmt(base(herdResetMedian), 0), ratio(sp.median, base(herdResetMedian)));
+        if (bareSpawnMedian[n] !== undefined) row(`  start ${n} vs bare spawn loop`, fmt(st.median, 0), fmt(bareSpawnMedian[n], 0), ratio(st.median, bareSpawnMedian[n]));
+      }
+    }
+    results.peers = peerResults;
+  });
 
   // ---- node output: the periodic size check and one rotation, in this process (the manager's code) ----
-  log(`node output: size check of ${CONFIG.outputFiles} files, ${CONFIG.outputChecks} rounds; one ${CONFIG.outputRotateMiB} MiB rotation`);
-  const nodeOutput = new NodeOutput({ logDir: path.join(tmpRoot, 'output'), maxBytes: CONFIG.outputRotateMiB * 1024 * 1024, logger: createLogger({ console: false }) });
-  const outputFiles = Array.from({ length: CONFIG.outputFiles }, (_, i) => {
-    const { fd, output } = nodeOutput.open(1, i);
-    closeSync(fd);
-    nodeOutput.started(output, process.pid);
-    return path.join(tmpRoot, 'output', 'nodes', 'gen-1', `node-${i}.log`);
-  });
-  const check = () => (nodeOutput as unknown as { check(): Promise<void> }).check();
-  const timed = async () => {
-    const c0 = process.cpuUsage();
-    const t0 = now();
-    await check();
-    const cpu = process.cpuUsage(c0);
-    return { wall: now() - t0, cpu: (cpu.user + cpu.system) / 1000 };
-  };
-  const checks: { wall: number; cpu: number }[] = [];
-  for (let r = 0; r < CONFIG.outputChecks; r++) checks.push(await timed());
-  writeFileSync(outputFiles[0], Buffer.alloc(CONFIG.outputRotateMiB * 1024 * 1024 + 1, 0x61));
-  const rotation = await timed();
-  const checkCpu = summarize(checks.map((c) => c.cpu));
-  const checkWall = summarize(checks.map((c) => c.wall));
-  results.nodeOutput = { files: CONFIG.outputFiles, checkCpuMs: checkCpu, checkWallMs: checkWall, rotateMs: rotation };
-  rows.push({ measure: `node output size check, ${CONFIG.outputFiles} files: CPU ms med (max)`, herd: `${fmt(checkCpu.median, 2)} (${fmt(checkCpu.max, 2)})`, baseline: '', ratio: '' });
-  rows.push({ measure: `  wall ms med (max), yielding every 5 ms`, herd: `${fmt(checkWall.median, 2)} (${fmt(checkWall.max, 2)})`, baseline: '', ratio: '' });
-  rows.push({ measure: `  check with one ${CONFIG.outputRotateMiB} MiB rotation: wall (CPU) ms`, herd: `${fmt(rotation.wall, 1)} (${fmt(rotation.cpu, 1)})`, baseline: '', ratio: '' });
+  if (want('output')) {
+    log(`node output: size check of ${cfg.outputFiles} files, ${cfg.outputChecks} rounds; one ${cfg.outputRotateMiB} MiB rotation`);
+    const nodeOutput = new NodeOutput({ logDir: path.join(tmpRoot, 'output'), maxBytes: cfg.outputRotateMiB * 1024 * 1024, logger: createLogger({ console: false }) });
+    const outputFiles = Array.from({ length: cfg.outputFiles }, (_, i) => {
+      const { fd, output } = nodeOutput.open(1, i);
+      closeSync(fd);
+      nodeOutput.started(output, process.pid);
+      return path.join(tmpRoot, 'output', 'nodes', 'gen-1', `node-${i}.log`);
+    });
+    const check = () => (nodeOutput as unknown as { check(): Promise<void> }).check();
+    const timed = async () => {
+      const c0 = process.cpuUsage();
+      const t0 = now();
+      await check();
+      const cpu = process.cpuUsage(c0);
+      return { wall: now() - t0, cpu: (cpu.user + cpu.system) / 1000 };
+    };
+    const checksDone: { wall: number; cpu: number }[] = [];
+    for (let r = 0; r < cfg.outputChecks; r++) checksDone.push(await timed());
+    writeFileSync(outputFiles[0], Buffer.alloc(cfg.outputRotateMiB * 1024 * 1024 + 1, 0x61));
+    const rotation = await timed();
+    const checkCpu = summarize(checksDone.map((c) => c.cpu));
+    const checkWall = summarize(checksDone.map((c) => c.wall));
+    results.nodeOutput = { files: cfg.outputFiles, checkCpuMs: checkCpu, checkWallMs: checkWall, rotateMs: rotation };
+    row(`node output size check, ${cfg.outputFiles} files: CPU ms med (max)`, `${fmt(checkCpu.median, 2)} (${fmt(checkCpu.max, 2)})`);
+    row(`  wall ms med (max), yielding every 5 ms`, `${fmt(checkWall.median, 2)} (${fmt(checkWall.max, 2)})`);
+    row(`  check with one ${cfg.outputRotateMiB} MiB rotation: wall (CPU) ms`, `${fmt(rotation.wall, 1)} (${fmt(rotation.cpu, 1)})`);
+  }
 
-  // ---- 7a. the sampler's own cost, in this process, over 1000 live processes ----
-  log(`sampler: ${CONFIG.samplerNodes} sleepers, ${CONFIG.samplerWindowS} s windows at 1 Hz (readFileSync, herd, herd + timeline)`);
-  const sleepers = await bareSpawn(lightNode, CONFIG.samplerNodes, 'plain', path.join(tmpRoot, 'bare-logs'));
-  const sampler = await samplerCost(sleepers.children.map((c) => c.proc.pid!), CONFIG.samplerWindowS, path.join(tmpRoot, 'sampler-logs'));
-  await bareReset(sleepers.children);
-  results.sampler = sampler;
-  rows.push({ measure: `sampler CPU, ${sampler.nodes} nodes at 1 Hz, % core (base: readFileSync)`, herd: fmt(sampler.herd.pct, 2), baseline: fmt(sampler.readFileSync.pct, 2), ratio: ratio(sampler.herd.pct, sampler.readFileSync.pct) });
-  rows.push({ measure: `  per sample, CPU ms`, herd: fmt(sampler.herd.msPerSample, 2), baseline: fmt(sampler.readFileSync.msPerSample, 2), ratio: '' });
-  rows.push({ measure: `  with the timeline written, % core`, herd: fmt(sampler.herdWithTimeline.pct, 2), baseline: '', ratio: '' });
-  rows.push({ measure: `  processes started while sampling`, herd: String(sampler.spawned), baseline: '', ratio: '' });
+  // ---- the sampler's own cost, in this process, over 1000 live processes ----
+  if (want('sampler')) {
+    log(`sampler: ${cfg.samplerNodes} sleepers, ${cfg.samplerWindowS} s windows at 1 Hz (readFileSync, herd, herd + timeline)`);
+    const sleepers = await bareSpawn(lightNode, cfg.samplerNodes, 'plain', path.join(tmpRoot, 'bare-logs'));
+    const sampler = await samplerCost(sleepers.children.map((c) => c.proc.pid!), cfg.samplerWindowS, path.join(tmpRoot, 'sampler-logs'));
+    await bareReset(sleepers.children);
+    results.sampler = sampler;
+    row(`sampler CPU, ${sampler.nodes} nodes at 1 Hz, % core (base: readFileSync)`, fmt(sampler.herd.pct, 2), fmt(sampler.readFileSync.pct, 2), ratio(sampler.herd.pct, sampler.readFileSync.pct));
+    row(`  per sample, CPU ms`, fmt(sampler.herd.msPerSample, 2), fmt(sampler.readFileSync.msPerSample, 2));
+    row(`  with the timeline written, % core`, fmt(sampler.herdWithTimeline.pct, 2));
+    row(`  processes started while sampling`, String(sampler.spawned));
+  }
 
   // ---- report ----
   const cleanupReport = await cleanup(false);
   const totalS = round((now() - T0) / 1000, 1);
 
-  const header: Row = { measure: 'measure', herd: 'herd', baseline: 'baseline', ratio: 'ratio' };
+  const header: Row = { measure: 'measure', value: 'herd', baseline: 'baseline', ratio: 'ratio', target: 'target' };
   const all = [header, ...rows];
-  const w = {
-    measure: Math.max(...all.map((r) => r.measure.length)),
-    herd: Math.max(...all.map((r) => r.herd.length)),
-    baseline: Math.max(...all.map((r) => r.baseline.length)),
-    ratio: Math.max(...all.map((r) => r.ratio.length)),
-  };
-  const line = (r: Row) => `${r.measure.padEnd(w.measure)}  ${r.herd.padStart(w.herd)}  ${r.baseline.padStart(w.baseline)}  ${r.ratio.padStart(w.ratio)}`.trimEnd();
-  const out = [line(header), '-'.repeat(w.measure + w.herd + w.baseline + w.ratio + 6), ...rows.map(line)];
+  const width = (k: keyof Row) => Math.max(...all.map((r) => [...r[k]].length));
+  const w = { measure: width('measure'), value: width('value'), baseline: width('baseline'), ratio: width('ratio'), target: width('target') };
+  const pad = (s: string, n: number, left: boolean) => (left ? ' '.repeat(Math.max(0, n - [...s].length)) + s : s + ' '.repeat(Math.max(0, n - [...s].length)));
+  const line = (r: Row) => `${pad(r.measure, w.measure, false)}  ${pad(r.value, w.value, true)}  ${pad(r.baseline, w.baseline, true)}  ${pad(r.ratio, w.ratio, true)}  ${r.target}`.trimEnd();
+  const out = [line(header), '-'.repeat(w.measure + w.value + w.baseline + w.ratio + w.target + 8), ...rows.map(line)];
   process.stdout.write(`${out.join('\n')}\n`);
   process.stdout.write(
-    'baselines: spawn/reset = child_process.spawn(detached, stdio ignore, same argv) / kill(-pid, SIGTERM) loops in this process;\n' +
-      'example nodes = the same 50 processes started bare without HERD_MANAGER (boot, load, exit 2); ratio = herd / baseline (medians)\n',
+    'baselines: spawn/reset = child_process.spawn(detached, stdio ignore, same argv) / kill(-pid, SIGTERM)-and-wait loops in this process;\n' +
+      'connected = the same spawn loop with HERD_MANAGER pointing at a bare listener in this process that answers every frame ok;\n' +
+      'ratio = herd / baseline (medians); peers: ratio = peer / herd\n',
   );
-  process.stdout.write(`managers stopped (SIGTERM): A exit ${stopA.code} in ${stopA.ms} ms, B exit ${stopB.code} in ${stopB.ms} ms\n`);
+  const met = checks.filter((c) => c.met).length;
+  process.stdout.write(`targets met: ${met} of ${checks.length}${checks.some((c) => !c.met) ? ` (missed: ${checks.filter((c) => !c.met).map((c) => c.target).join('; ')})` : ''}\n`);
+  process.stdout.write(`managers stopped (SIGTERM): ${Object.entries(exits).map(([k, e]) => `${k} ${JSON.stringify(e)}`).join(', ') || 'none started'}\n`);
   process.stdout.write(`leftover processes matching ${tmpRoot}: ${cleanupReport.leftoverBeforeFallback.length}${cleanupReport.leftoverBeforeFallback.length ? ` (${cleanupReport.leftoverBeforeFallback.join(' ')}; SIGKILLed, now ${cleanupReport.leftoverAfter.length})` : ''}\n`);
   process.stdout.write(`total ${totalS} s\n`);
 
-  results.cleanup = { ...cleanupReport, managerA: stopA, managerB: stopB };
-  const report = { bench: 'herd', date: new Date().toISOString(), machine: info, config: CONFIG, totalSeconds: totalS, results, table: rows };
+  results.cleanup = { ...cleanupReport, managers: exits };
+  const report = { bench: 'herd', date: new Date().toISOString(), machine: info, config: cfg, totalSeconds: totalS, targets: checks, results, table: rows };
   mkdirSync(RESULTS_DIR, { recursive: true });
   writeFileSync(path.join(RESULTS_DIR, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(`wrote ${path.relative(process.cwd(), path.join(RESULTS_DIR, 'latest.json')) || path.join(RESULTS_DIR, 'latest.json')}\n`);
@@ -567,6 +736,11 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: Error) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exitCode = 2;
+    return;
+  }
   process.stderr.write(`bench failed: ${err.stack ?? err}\n`);
   for (const m of managers) process.stderr.write(`manager ${m.pid} stderr (tail):\n${m.stderrTail().slice(-4000)}\n`);
   const r = await cleanup(true);

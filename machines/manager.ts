@@ -22,6 +22,7 @@
 import { ActorRefFrom, and, assign, enqueueActions, fromPromise, setup } from 'xstate';
 import type { ManagerEvent, NodeInfo, NodePhase, ResetResult, StatusResult, StopOutcome, WaitMode, WireError } from '../src/protocol';
 import { nodeMachine, NodeUpdate, NodeView } from './node';
+import { stopChildren } from './stopchildren';
 
 export type GenerateCommand = {
   type: 'generate';
@@ -223,7 +224,7 @@ export const managerMachine = setup({
     }),
 
     dropNodes: enqueueActions(({ context, enqueue }) => {
-      for (const ref of context.refs) enqueue.stopChild(ref);
+      enqueue(stopChildren(context.refs));
       enqueue.assign({ nodes: [], refs: [] });
     }),
 

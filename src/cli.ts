@@ -8,14 +8,18 @@ import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { parseArgs, ParseArgsConfig } from 'node:util';
-import { ConnectOptions, HerdClient, HerdError } from './client';
+import { ConnectOptions, HerdClient } from './client';
 import { FollowOptions, followLogs } from './followlogs';
 import { EXPORT_VIEWS, exportTimeline, ExportOptions, ExportView } from './export';
+import { asHerdError, errorJson, errorText, FANOUT, FleetOptions, hostJson, onEach, out, Outcome, report } from './fleet';
 import { GenerateProgress } from './progress';
-import { CommandResults, KillParams, ManagerEvent, NodeInfo, Topic, TOPICS, WAIT_MODES, WaitMode } from './protocol';
-import { bytes, duration, percent, ranges, table, toJson } from './table';
-import { parseAddress, readTokenFile, resolveTargets, Target, TargetError } from './targets';
+import { runExperiment } from './run';
+import { ChaosParams, KillParams, ManagerEvent, Topic, TOPICS, WAIT_MODES, WaitMode } from './protocol';
+import { fleetStatus, showEvent, showFleetGenerate, showGenerate, showKill, showReset, showStatus } from './show';
+import { duration, plural, toJson } from './table';
+import { parseAddress, readTokenFile, resolveTargets, spreadByWeight, Target, TargetError } from './targets';
 import { statsLines, top } from './top';
+import { showUp, SshOptions, upDown } from './up';
 
 const USAGE = `usage: herd <command> [options]
 
@@ -32,9 +36,11 @@ Docs:
                                print the statecharts, drawn from their definitions
 
 Controller commands:
-  herd generate N [--wait spawned|connected] [--timeout MS] [--interface HOST:PORT]
-                               reset, then start N fresh nodes on every manager
-                               (progress per host on stderr unless --json)
+  herd generate N|--per-host N|--total N [--wait spawned|connected] [--timeout MS]
+                [--interface HOST:PORT]
+                               reset, then start N fresh nodes on every manager, or
+                               --total N spread by the hosts file's weights (progress
+                               per host on stderr unless --json; a table with several)
   herd status [--tail]         current generation and its nodes; the last lines of
                                nodes that failed (--tail: of every node that exited)
   herd reset                   kill every node
@@ -53,14 +59,33 @@ Controller commands:
                                a node's output (stdout and stderr), from one manager;
                                --follow keeps printing until the node has exited
 
+Experiment workflow:
+  herd run N|--per-host N|--total N [generate options] -- HOOK [ARG]...
+                               generate (default --wait connected), run HOOK with the node
+                               list ($HERD_NODES_FILE, $HERD_NODES), reset at the end, also
+                               on Ctrl-C or failure; exit status: the hook's
+  herd chaos --kill K --every DURATION [--for DURATION] [--seed S] [--follow]
+                               every DURATION the managers kill K random nodes each (in their
+                               timelines); --follow prints each kill; herd chaos --stop ends it
+
+Deploy (over ssh, to every host of --hosts / --manager):
+  herd up [--ssh CMD] [--dir DIR] [--herd CMD] [--bind ADDR] [--manager-arg=ARG]... [--timeout MS]
+                               start a manager on each host (the token goes over ssh's
+                               stdin into DIR/.herd/token), then wait until each answers ping
+  herd down [--ssh CMD] [--timeout MS]
+                               SIGTERM each manager (pid from its hello), wait for its exit
+
 Options of every controller command:
   --manager HOST:PORT    a manager to talk to (repeatable; [v6]:port for IPv6;
-                         default 127.0.0.1:7070)
-  --hosts FILE           managers listed one host[:port] per line, # comments
+                         default: $MANAGER_IPS, comma-separated, else 127.0.0.1:7070)
+  --hosts FILE           managers listed one host[:port] [weight=W] per line, # comments
+  --fanout K             talk to at most K managers at a time (default 32)
   --token-file FILE      send the token in FILE (hello) before the command
                          (default: $HERD_TOKEN_FILE)
   --connect-timeout MS   give up on an unreachable manager after MS (default 5000)
-  --json                 machine output: {"host:port": result or {"error": {code, message}}}
+  --command-timeout MS   give up on a manager that has not answered MS after the start
+                         of its connect (default: per request, 60 s or the generate's wait + 30 s)
+  --json                 machine output: {"host:port": result or {"error": {code, message}, "status"}}
                          (watch: one JSON object per line)
   -h, --help             this help
 
@@ -71,6 +96,8 @@ const COMMON = {
   hosts: { type: 'string' },
   'token-file': { type: 'string' },
   'connect-timeout': { type: 'string' },
+  'command-timeout': { type: 'string' },
+  fanout: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
@@ -79,167 +106,104 @@ type Values = Record<string, string | boolean | string[] | undefined>;
 
 class UsageError extends Error {}
 
-const out = (line = '') => process.stdout.write(`${line}\n`);
-
 function uint(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) throw new UsageError(`${name} must be a non-negative integer, got "${text}"`);
   return Number(text);
 }
 
-/** The result a host produced, or why it could not. */
-type Outcome<T> = { address: string; result: T; error?: undefined } | { address: string; error: HerdError };
-
-function asHerdError(err: unknown): HerdError {
-  return err instanceof HerdError ? err : new HerdError('INTERNAL', (err as Error)?.message ?? String(err));
-}
-
-function errorJson(e: HerdError) {
-  return { code: e.code, message: e.message, ...(e.details !== undefined ? { details: e.details } : {}) };
-}
-
-function errorText(e: HerdError): string {
-  const hint = e.code === 'UNAUTHENTICATED' ? ' (herd: give the manager\'s token with --token-file FILE or $HERD_TOKEN_FILE)' : '';
-  return `error ${e.code}: ${e.message}${e.details !== undefined ? ` ${toJson(e.details)}` : ''}${hint}`;
-}
-
-/** Runs `fn` against every target concurrently; one host's failure never holds up another. */
-function onEach<T>(targets: Target[], conn: ConnectOptions, fn: (c: HerdClient, address: string) => Promise<T>): Promise<Outcome<T>[]> {
-  return Promise.all(
-    targets.map(async ({ address }): Promise<Outcome<T>> => {
-      let client: HerdClient | undefined;
-      try {
-        client = await HerdClient.connect(address, conn);
-        return { address, result: await fn(client, address) };
-      } catch (err) {
-        return { address, error: asHerdError(err) };
-      } finally {
-        await client?.close();
-      }
-    }),
-  );
-}
-
-// ---- human output, per command ----------------------------------------------
-
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
-
-/** Nodes that failed, shown by default with their last lines under their row; more get one note. */
-const TAIL_NODES = 10;
-const TAIL_LINES_SHOWN = 3;
-
-/** A node's output line made safe for a terminal: control characters (escape sequences) become '?'. */
-const printable = (line: string) => line.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '?');
-
-/**
- * Under each row, the last lines of a node that exited on its own: by default only
- * for nodes that failed (non-zero exit or a signal), at most TAIL_NODES of them and
- * TAIL_LINES_SHOWN lines each; with `all`, every line kept of every node that has them.
- */
-function tailLines(n: NodeInfo, all: boolean, shown: { nodes: number; more: number }): string[] {
-  const failed = n.exitCode !== 0 || (n.signal ?? null) !== null;
-  if (!n.tail || n.tail.length === 0 || (!all && !failed)) return [];
-  if (!all && shown.nodes >= TAIL_NODES) {
-    shown.more++;
-    return [];
-  }
-  shown.nodes++;
-  return (all ? n.tail : n.tail.slice(-TAIL_LINES_SHOWN)).map((l) => `           | ${printable(l)}`);
-}
-
-function showStatus(s: CommandResults['status'], allTails = false): string[] {
-  const c = s.counts;
-  const head = `state ${s.state}  generation ${s.generation}  target ${s.target}  spawning ${c.spawning}  running ${c.running}  killed ${c.killed}`;
-  if (s.nodes.length === 0) return [head, ...showFailed(s.failed ?? [])];
-  const now = Date.now();
-  const withId = s.nodes.some((n) => n.nodeId !== undefined && n.nodeId !== null);
-  const nodes = [...s.nodes].sort((a, b) => a.index - b.index);
-  const rows = nodes.map((n: NodeInfo) => [
-    n.index,
-    n.pid,
-    n.state,
-    // Manager clocks may run a little ahead of ours: never show negative ages.
-    n.state === 'killed' ? '-' : duration(Math.max(0, now - Number(n.startedAt))),
-    n.connectedAt != null ? `+${duration(Math.max(0, Number(n.connectedAt) - Number(n.startedAt)))}` : '-',
-    n.state !== 'killed' ? '-' : (n.signal ?? (n.exitCode != null ? String(n.exitCode) : '?')),
-    ...(withId ? [typeof n.nodeId === 'string' ? n.nodeId : toJson(n.nodeId ?? null)] : []),
-  ]);
-  const [header, ...lines] = table(['INDEX', 'PID', 'STATE', 'UPTIME', 'CONNECTED', 'EXIT', ...(withId ? ['NODE-ID'] : [])], rows, '  ');
-  const shown = { nodes: 0, more: 0 };
-  const body = lines.flatMap((line, i) => [line, ...tailLines(nodes[i], allTails, shown)]);
-  const more = shown.more > 0 ? [`  ... last lines of ${plural(shown.more, 'more failed node')} not shown: herd status --tail, or herd logs INDEX`] : [];
-  return [head, header, ...body, ...more, ...showFailed(s.failed ?? [])];
-}
-
-/** Nodes the OS refused to start (herd's addition to status), a few lines at most. */
-function showFailed(failed: CommandResults['status']['failed']): string[] {
-  if (failed.length === 0) return [];
-  const shown = failed.slice(0, 5).map((f) => `failed  index ${f.index}  ${f.code}: ${f.message}`);
-  return failed.length > 5 ? [...shown, `failed  ... and ${failed.length - 5} more (--json lists all)`] : shown;
-}
-
-function showGenerate(r: CommandResults['generate'], wait: WaitMode): string[] {
-  const nodes = [...r.nodes].sort((a, b) => a.index - b.index);
-  const pids = nodes.length > 0 ? `  pids ${ranges(nodes.map((n) => n.pid))}` : '';
-  return [`generation ${r.generation}: ${plural(nodes.length, 'node')} ${wait}${pids}`];
-}
-
-function showReset(r: CommandResults['reset']): string[] {
-  // The contract guarantees only `killed`; outcomes and strays are herd's additions.
-  let line = `killed ${r.killed}`;
-  if (r.outcomes) line += `  (terminated ${r.outcomes.terminated}, killed after grace ${r.outcomes.killed}, had exited ${r.outcomes.exited})`;
-  const strays = r.strays ? r.strays.cgroup + r.strays.sweep : 0;
-  if (strays > 0) line += `  strays killed ${strays} (cgroup ${r.strays.cgroup}, run-id sweep ${r.strays.sweep})`;
-  return [line];
-}
-
-function showKill(r: CommandResults['kill']): string[] {
-  return [`killed pid ${r.pid}  ${r.signal ? `signal ${r.signal}` : `exit ${r.exitCode ?? '?'}`}`];
-}
-
-function showEvent(ev: ManagerEvent): string {
-  switch (ev.event) {
-    case 'node': {
-      const end = ev.state === 'killed' ? (ev.signal ? `  signal ${ev.signal}` : `  exit ${ev.exitCode ?? '?'}`) : '';
-      return `node   gen ${ev.generation}  index ${ev.index}  pid ${ev.pid}  ${ev.state}${end}`;
-    }
-    case 'ready':
-      return `ready  gen ${ev.generation}  ${plural(ev.n, 'node')} connected`;
-    case 'stats': {
-      const cpu = ev.nodes.reduce((sum, n) => sum + n.cpu, 0);
-      const rss = ev.nodes.reduce((sum, n) => sum + n.rss, 0);
-      return `stats  cpu ${percent(ev.host.load)}  mem ${bytes(ev.host.memUsed)} / ${bytes(ev.host.memTotal)}  ${plural(ev.nodes.length, 'node')}: cpu ${percent(cpu)} rss ${bytes(rss)}`;
-    }
-    default:
-      return `${(ev as { event: string }).event}  ${toJson(ev)}`;
-  }
-}
-
-/** One line per host (padded so results align), or a section per host for multi-line results. */
-function report<T>(outcomes: Outcome<T>[], json: boolean, show: (r: T) => string[]): number {
-  if (json) {
-    out(toJson(Object.fromEntries(outcomes.map((o) => [o.address, o.error ? { error: errorJson(o.error) } : o.result])), 2));
-  } else {
-    const width = Math.max(...outcomes.map((o) => o.address.length));
-    const sections = outcomes.map((o) => (o.error ? [errorText(o.error)] : show(o.result)));
-    const multi = sections.some((s) => s.length > 1);
-    sections.forEach((lines, i) => {
-      if (multi && i > 0) out();
-      out(`${outcomes[i].address.padEnd(width)}  ${lines[0]}`);
-      lines.slice(1).forEach((l) => out(l));
-    });
-  }
-  return outcomes.some((o) => o.error) ? 1 : 0;
-}
-
 // ---- commands ---------------------------------------------------------------
+
+/** `herd up` and `herd down`: how the hosts are reached over ssh, and what runs there. */
+const SSH_OPTIONS = {
+  ssh: { type: 'string' },
+  dir: { type: 'string' },
+  herd: { type: 'string' },
+  bind: { type: 'string' },
+  'manager-arg': { type: 'string', multiple: true },
+  timeout: { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+function sshOptions(values: Values, fanout: number): SshOptions {
+  const ssh = String(values.ssh ?? 'ssh').split(/\s+/).filter(Boolean);
+  if (ssh.length === 0) throw new UsageError('--ssh needs a command, e.g. --ssh "ssh -l herd"');
+  return {
+    ssh,
+    dir: (values.dir as string | undefined) ?? 'herd',
+    herd: (values.herd as string | undefined) ?? 'node_modules/.bin/herd',
+    bind: values.bind as string | undefined,
+    managerArgs: (values['manager-arg'] as string[] | undefined) ?? [],
+    fanout,
+    timeoutMs: uint('--timeout', values.timeout as string | undefined) ?? 30_000,
+  };
+}
 
 interface Command {
   usage: string;
   options?: ParseArgsConfig['options'];
   positionals?: number;
+  /** Takes a command after `--` (passed as `tail`). */
+  tail?: boolean;
   /** Validates flags, then talks to the managers; returns the exit status. */
-  run: (values: Values, positionals: string[], targets: Target[], conn: ConnectOptions) => Promise<number>;
+  run: (values: Values, positionals: string[], targets: Target[], conn: FleetOptions, tail?: string[]) => Promise<number>;
+}
+
+const GENERATE_OPTIONS = { wait: { type: 'string' }, timeout: { type: 'string' }, interface: { type: 'string' }, 'per-host': { type: 'string' }, total: { type: 'string' } } as const satisfies ParseArgsConfig['options'];
+
+/** The generate of `herd generate` and `herd run`: flags checked, every manager driven, progress on stderr unless --json. */
+async function generateOnAll(values: Values, [nText]: string[], targets: Target[], conn: FleetOptions, defaultWait: WaitMode) {
+  if ([nText, values['per-host'], values.total].filter((v) => v !== undefined).length !== 1) throw new UsageError('generate needs exactly one of N, --per-host N or --total N');
+  const total = uint('--total', values.total as string | undefined);
+  const perHost = uint(nText !== undefined ? 'N' : '--per-host', nText ?? (values['per-host'] as string | undefined));
+  // Nodes per host, in the targets' order: the same N on each, or --total spread by weight.
+  const ns = total !== undefined ? spreadByWeight(total, targets.map((t) => t.weight ?? 1)) : targets.map(() => perHost!);
+  const nOf = new Map(targets.map((t, i) => [t.address, ns[i]]));
+  const wait = (values.wait ?? defaultWait) as WaitMode;
+  if (!WAIT_MODES.includes(wait)) throw new UsageError(`--wait must be one of ${WAIT_MODES.join(', ')}, got "${wait}"`);
+  const timeoutMs = uint('--timeout', values.timeout as string | undefined);
+  const iface = values.interface as string | undefined;
+  if (iface !== undefined) {
+    try {
+      parseAddress(iface, null);
+    } catch (err) {
+      throw new UsageError(`--interface ${(err as Error).message}`);
+    }
+  }
+  const params = { wait, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(iface !== undefined ? { interface: iface } : {}) };
+  const progress = values.json === true ? null : new GenerateProgress(process.stderr, targets.map((t) => t.address), ns, wait);
+  const outcomes = await onEach(targets, conn, async (c, address) => {
+    if (progress) {
+      c.on('event', (ev) => ev.event === 'node' && progress.node(address, ev));
+      // Progress is a nicety: a manager that refuses the subscription still gets the generate.
+      await c.subscribe(['nodes']).catch(() => undefined);
+    }
+    let ok = false;
+    try {
+      const r = await c.generate(nOf.get(address)!, params);
+      ok = true;
+      return r;
+    } finally {
+      progress?.done(address, ok);
+    }
+  });
+  // A host given up on (--command-timeout) may still have its generate pending: it failed all the same.
+  for (const o of outcomes) if (o.error) progress?.done(o.address, false);
+  const summary = progress?.finish();
+  if (summary) process.stderr.write(`${summary}\n`);
+  return { outcomes, wait, ns, seen: (address: string) => progress?.counts(address) };
+}
+
+type GenerateOutcomes = Awaited<ReturnType<typeof generateOnAll>>;
+
+/**
+ * The results of a generate: one line for one host; for several, a table with a row
+ * per host and the totals. JSON adds `requested` (the nodes asked of each host).
+ */
+function reportGenerate({ outcomes, wait, ns, seen }: GenerateOutcomes, json: boolean): number {
+  if (json) out(toJson(Object.fromEntries(outcomes.map((o, i) => [o.address, { ...(hostJson(o) as object), requested: ns[i] }])), 2));
+  else if (outcomes.length === 1) return report(outcomes, false, (r) => showGenerate(r, wait));
+  else showFleetGenerate(outcomes, ns, wait, seen).forEach((l) => out(l));
+  return outcomes.some((o) => o.error) ? 1 : 0;
 }
 
 const simple = <T>(fn: (c: HerdClient) => Promise<T>, show: (r: T) => string[]): Command['run'] =>
@@ -247,50 +211,18 @@ const simple = <T>(fn: (c: HerdClient) => Promise<T>, show: (r: T) => string[]):
 
 const COMMANDS: Record<string, Command> = {
   generate: {
-    usage: 'herd generate N [--wait spawned|connected] [--timeout MS] [--interface HOST:PORT]',
-    options: { wait: { type: 'string' }, timeout: { type: 'string' }, interface: { type: 'string' } },
+    usage: 'herd generate N|--per-host N|--total N [--wait spawned|connected] [--timeout MS] [--interface HOST:PORT]',
+    options: GENERATE_OPTIONS,
     positionals: 1,
-    run: async (values, [nText], targets, conn) => {
-      if (nText === undefined) throw new UsageError('generate needs the number of nodes N');
-      const n = uint('N', nText)!;
-      const wait = (values.wait ?? 'spawned') as WaitMode;
-      if (!WAIT_MODES.includes(wait)) throw new UsageError(`--wait must be one of ${WAIT_MODES.join(', ')}, got "${wait}"`);
-      const timeoutMs = uint('--timeout', values.timeout as string | undefined);
-      const iface = values.interface as string | undefined;
-      if (iface !== undefined) {
-        try {
-          parseAddress(iface, null);
-        } catch (err) {
-          throw new UsageError(`--interface ${(err as Error).message}`);
-        }
-      }
-      const params = { wait, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(iface !== undefined ? { interface: iface } : {}) };
-      const json = values.json === true;
-      const progress = json ? null : new GenerateProgress(process.stderr, targets.map((t) => t.address), n, wait);
-      const outcomes = await onEach(targets, conn, async (c, address) => {
-        if (progress) {
-          c.on('event', (ev) => ev.event === 'node' && progress.node(address, ev));
-          // Progress is a nicety: a manager that refuses the subscription still gets the generate.
-          await c.subscribe(['nodes']).catch(() => undefined);
-        }
-        let ok = false;
-        try {
-          const r = await c.generate(n, params);
-          ok = true;
-          return r;
-        } finally {
-          progress?.done(address, ok);
-        }
-      });
-      const summary = progress?.finish();
-      if (summary) process.stderr.write(`${summary}\n`);
-      return report(outcomes, json, (r) => showGenerate(r, wait));
-    },
+    run: async (values, positionals, targets, conn) => reportGenerate(await generateOnAll(values, positionals, targets, conn, 'spawned'), values.json === true),
   },
   status: {
     usage: 'herd status [--tail]',
     options: { tail: { type: 'boolean' } },
-    run: async (values, _p, targets, conn) => simple((c) => c.status(), (r) => showStatus(r, values.tail === true))(values, [], targets, conn),
+    run: async (values, _p, targets, conn) => {
+      const outcomes = await onEach(targets, conn, (c) => c.status());
+      return report(outcomes, values.json === true, (r) => showStatus(r, values.tail === true), () => fleetStatus(outcomes));
+    },
   },
   stats: { usage: 'herd stats', run: simple((c) => c.stats(), (r) => statsLines(r)) },
   top: {
@@ -360,7 +292,124 @@ const COMMANDS: Record<string, Command> = {
       return watch(targets, conn, topics, values.json === true);
     },
   },
+  run: {
+    usage: 'herd run N|--per-host N|--total N [--wait spawned|connected] [--timeout MS] [--interface HOST:PORT] -- HOOK [ARG]...',
+    options: GENERATE_OPTIONS,
+    positionals: 1,
+    tail: true,
+    run: async (values, positionals, targets, conn, hook = []) => {
+      if (hook.length === 0) throw new UsageError('run needs a hook command after --, e.g. herd run 10 -- ./experiment.sh');
+      const note = (line: string) => process.stderr.write(`herd run: ${line}\n`);
+      const width = Math.max(...targets.map((t) => t.address.length));
+      const perHost = <T>(outcomes: Outcome<T>[], show: (r: T) => string) =>
+        outcomes.forEach((o) => note(`${o.address.padEnd(width)}  ${o.error ? errorText(o.error) : show(o.result)}`));
+      return runExperiment({
+        hook,
+        note,
+        generate: async () => {
+          const { outcomes, wait } = await generateOnAll(values, positionals, targets, conn, 'connected');
+          perHost(outcomes, (r) => showGenerate(r, wait)[0]);
+          const ok = outcomes.flatMap((o) => (o.error ? [] : [{ address: o.address, result: o.result }]));
+          return {
+            ok: ok.length === outcomes.length,
+            nodes: ok.flatMap(({ address, result }) => [...result.nodes].sort((a, b) => a.index - b.index).map((n) => ({ host: address, index: n.index, pid: n.pid }))),
+            generations: Object.fromEntries(ok.map(({ address, result }) => [address, result.generation])),
+          };
+        },
+        reset: async () => {
+          const outcomes = await onEach(targets, conn, (c) => c.reset());
+          perHost(outcomes, (r) => `reset: ${showReset(r)[0]}`);
+          return outcomes.every((o) => !o.error);
+        },
+      });
+    },
+  },
+  chaos: {
+    usage: 'herd chaos --kill K --every DURATION [--for DURATION] [--seed S] [--follow] | herd chaos --stop',
+    options: { kill: { type: 'string' }, every: { type: 'string' }, for: { type: 'string' }, seed: { type: 'string' }, follow: { type: 'boolean', short: 'f' }, stop: { type: 'boolean' } },
+    run: async (values, _p, targets, conn) => {
+      if (values.stop === true) {
+        if (['kill', 'every', 'for', 'seed', 'follow'].some((k) => values[k] !== undefined)) throw new UsageError('--stop takes no other chaos option');
+        return simple((c) => c.chaos({ stop: true }), (r) => [r.kills > 0 ? `chaos stopped after ${plural(r.kills, 'kill')}` : 'no chaos was running'])(values, [], targets, conn);
+      }
+      const kill = uint('--kill', values.kill as string | undefined);
+      if (kill === undefined || kill === 0) throw new UsageError('chaos needs --kill K (nodes per round, at least 1)');
+      const everyMs = ms('--every', values.every as string | undefined);
+      if (everyMs === undefined) throw new UsageError('chaos needs --every DURATION (e.g. 2s, 500ms)');
+      const forMs = ms('--for', values.for as string | undefined);
+      const seed = uint('--seed', values.seed as string | undefined);
+      const params = { kill, everyMs, ...(forMs !== undefined ? { forMs } : {}), ...(seed !== undefined ? { seed } : {}) };
+      if (values.follow === true) return followChaos(targets, conn, params, values.json === true);
+      return simple((c) => c.chaos(params), (r) => [`chaos started in generation ${r.generation}: ${plural(kill, 'node')} every ${duration(everyMs)}${forMs !== undefined ? ` for ${duration(forMs)}` : ' until herd chaos --stop, a reset or a generate'} (seed ${r.seed})`])(values, [], targets, conn);
+    },
+  },
+  up: {
+    usage: 'herd up [--ssh CMD] [--dir DIR] [--herd CMD] [--bind ADDR] [--manager-arg=ARG]... [--timeout MS]',
+    options: SSH_OPTIONS,
+    run: async (values, _p, targets, conn) => report(await upDown('up', targets, conn, sshOptions(values, conn.fanout ?? FANOUT)), values.json === true, showUp),
+  },
+  down: {
+    usage: 'herd down [--ssh CMD] [--timeout MS]',
+    options: SSH_OPTIONS,
+    run: async (values, _p, targets, conn) => report(await upDown('down', targets, conn, sshOptions(values, conn.fanout ?? FANOUT)), values.json === true, showUp),
+  },
 };
+
+/** A duration flag: 500ms, 2s, 1m, 1h, or plain milliseconds. */
+function ms(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const value = m ? Math.round(Number(m[1]) * unit[m[2] ?? 'ms']) : NaN;
+  if (!Number.isSafeInteger(value)) throw new UsageError(`${name} must be a duration such as 500ms, 2s or 1m, got "${text}"`);
+  return value;
+}
+
+/**
+ * `herd chaos --follow`: subscribes, starts chaos on every manager, prints what each run
+ * does until every run has ended; Ctrl-C stops the runs (and so the command).
+ */
+async function followChaos(targets: Target[], conn: ConnectOptions, params: ChaosParams, json: boolean): Promise<number> {
+  const width = Math.max(...targets.map((t) => t.address.length));
+  const clients: HerdClient[] = [];
+  const stop = () => clients.forEach((c) => void c.chaos({ stop: true }).catch(() => undefined));
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  try {
+    const outcomes = await Promise.all(
+      targets.map(async ({ address }) => {
+        let client: HerdClient | undefined;
+        try {
+          client = await HerdClient.connect(address, conn);
+          const c = client;
+          const ended = new Promise<void>((resolve) => {
+            c.on('event', (ev) => {
+              if (ev.event !== 'chaos') return;
+              out(json ? toJson({ manager: address, ...ev }) : `${new Date().toISOString().slice(11, 23)}  ${address.padEnd(width)}  ${showEvent(ev)}`);
+              if (ev.action === 'stop') resolve();
+            });
+            c.on('close', () => resolve());
+          });
+          await c.subscribe(['nodes']);
+          clients.push(c);
+          await c.chaos(params);
+          await ended;
+          return true;
+        } catch (err) {
+          const e = asHerdError(err);
+          out(json ? toJson({ manager: address, error: errorJson(e) }) : `${address.padEnd(width)}  ${errorText(e)}`);
+          return false;
+        } finally {
+          await client?.close();
+        }
+      }),
+    );
+    return outcomes.every(Boolean) ? 0 : 1;
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
 
 /**
  * `herd export`: rows to FILE (or stdout); one summary line per host to stdout with
@@ -525,29 +574,37 @@ export async function main(argv: string[]): Promise<number | undefined> {
   const cmd = COMMANDS[name];
   try {
     if (!cmd) throw new UsageError(`unknown command "${name}"`);
-    if (rest.includes('--help') || rest.includes('-h')) {
+    // A command after `--` (herd run's hook) keeps its own arguments.
+    const dashes = cmd.tail ? rest.indexOf('--') : -1;
+    const args = dashes < 0 ? rest : rest.slice(0, dashes);
+    if (args.includes('--help') || args.includes('-h')) {
       out(commandHelp(name));
       return 0;
     }
     let parsed;
     try {
-      parsed = parseArgs({ args: rest, options: { ...COMMON, ...cmd.options }, allowPositionals: true, strict: true });
+      parsed = parseArgs({ args, options: { ...COMMON, ...cmd.options }, allowPositionals: true, strict: true });
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
     const { values, positionals } = parsed;
     if (positionals.length > (cmd.positionals ?? 0)) throw new UsageError(`unexpected argument "${positionals[cmd.positionals ?? 0]}"`);
-    const targets = resolveTargets({ managers: values.manager as string[] | undefined, hostsFile: values.hosts as string | undefined });
+    const targets = resolveTargets({ managers: values.manager as string[] | undefined, hostsFile: values.hosts as string | undefined, managerIps: process.env.MANAGER_IPS });
     // The same variable the manager reads, so one export serves both sides.
     const tokenFile = (values['token-file'] as string | undefined) ?? (process.env.HERD_TOKEN_FILE || undefined);
     const token = tokenFile !== undefined ? readTokenFile(tokenFile) : undefined;
-    const conn: ConnectOptions = {
+    const fanout = uint('--fanout', values.fanout as string | undefined);
+    const commandTimeoutMs = uint('--command-timeout', values['command-timeout'] as string | undefined);
+    if (fanout === 0 || commandTimeoutMs === 0) throw new UsageError(`${fanout === 0 ? '--fanout' : '--command-timeout'} must be at least 1`);
+    const conn: FleetOptions = {
       // The hello carries our name too, for the manager's log (no extra round trip without a token).
       token,
       client: token !== undefined ? 'herd-cli' : undefined,
       connectTimeoutMs: uint('--connect-timeout', values['connect-timeout'] as string | undefined),
+      commandTimeoutMs,
+      fanout,
     };
-    return await cmd.run(values, positionals, targets, conn);
+    return await cmd.run(values, positionals, targets, conn, dashes < 0 ? [] : rest.slice(dashes + 1));
   } catch (err) {
     if (err instanceof TargetError) {
       process.stderr.write(`herd ${name}: ${err.message}\n`);

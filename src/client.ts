@@ -5,13 +5,13 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { decodeBody, encodeFrame, FrameDecoder } from './codec';
 import {
-  CommandName, CommandParams, CommandResults, DEFAULTS, ErrorCode, GenerateParams, HelloParams,
+  ChaosParams, CommandName, CommandParams, CommandResults, DEFAULTS, ErrorCode, GenerateParams, HelloParams,
   KillParams, LogsParams, ManagerEvent, ManagerIdentity, TimelineParams, Topic,
 } from './protocol';
 import { parseAddress } from './targets';
 
-/** Failures the client detects itself, beside the manager's own error codes. */
-export type ClientErrorCode = 'UNREACHABLE' | 'CLOSED' | 'CLIENT_TIMEOUT' | 'BAD_REPLY';
+/** Failures the client detects itself, beside the manager's own error codes (START_FAILED: `herd up`). */
+export type ClientErrorCode = 'UNREACHABLE' | 'CLOSED' | 'CLIENT_TIMEOUT' | 'BAD_REPLY' | 'START_FAILED';
 
 export class HerdError extends Error {
   override name = 'HerdError';
@@ -172,6 +172,11 @@ export class HerdClient extends EventEmitter {
   /** A page of a generation's timeline JSONL (herd's `timeline`); default: the current generation from offset 0. */
   timeline(params: TimelineParams = {}) {
     return this.request('timeline', params);
+  }
+
+  /** Starts fault injection on the manager (herd's `chaos`), or stops it with `{stop: true}`. */
+  chaos(params: ChaosParams) {
+    return this.request('chaos', params);
   }
 
   /** Closes the connection; requests still pending are rejected with CLOSED. */

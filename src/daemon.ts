@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Chaos } from './chaos';
 import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
 import { Containment } from './containment';
 import { Dashboard } from './dashboard';
@@ -111,6 +112,8 @@ export async function runManager(argv: string[]): Promise<void> {
   sampler.on('sample', (event, mono) => timeline.sample(event, mono));
   supervisor.on('phase', (view, from) => timeline.phase(view, from));
   supervisor.on('event', (event) => event.event === 'ready' && timeline.ready(event));
+  const chaos = new Chaos(supervisor, logger);
+  chaos.on('action', (action) => timeline.chaos(action));
   const server = new ManagerServer({
     host: config.host,
     port: config.port,
@@ -123,6 +126,7 @@ export async function runManager(argv: string[]): Promise<void> {
     sampler,
     nodeOutput,
     timeline,
+    chaos,
     logger,
     // Every node may hold a connection of its own, beside the controllers.
     maxConnections: config.maxNodes + 1024,

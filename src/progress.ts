@@ -8,6 +8,8 @@ import type { NodeEvent, WaitMode } from './protocol';
 import { duration } from './table';
 
 interface HostCounts {
+  /** Nodes asked of this host. */
+  n: number;
   /** The generation being counted: the newest one seen starting. */
   generation: number;
   spawned: Set<number>;
@@ -35,12 +37,13 @@ export class GenerateProgress {
   constructor(
     private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
     addresses: string[],
-    private readonly n: number,
+    /** Nodes per host: one number for all, or one per address (a `--total` spread by weight). */
+    n: number | number[],
     private readonly wait: WaitMode,
   ) {
     this.width = Math.max(...addresses.map((a) => a.length));
-    for (const a of addresses) {
-      this.hosts.set(a, { generation: -1, spawned: new Set(), connected: new Set(), exited: new Set(), spawnedAt: null, connectedAt: null, end: null, printed: '' });
+    for (const [i, a] of addresses.entries()) {
+      this.hosts.set(a, { n: typeof n === 'number' ? n : n[i], generation: -1, spawned: new Set(), connected: new Set(), exited: new Set(), spawnedAt: null, connectedAt: null, end: null, printed: '' });
     }
     this.timer = setInterval(() => this.render(), this.stream.isTTY ? REDRAW_MS : PLAIN_MS);
     this.timer.unref();
@@ -59,8 +62,14 @@ export class GenerateProgress {
     if (ev.state === 'running') h.connected.add(ev.index);
     if (ev.state === 'killed') h.exited.add(ev.index);
     const now = Date.now();
-    if (h.spawnedAt === null && h.spawned.size >= this.n) h.spawnedAt = now;
-    if (h.connectedAt === null && h.connected.size >= this.n) h.connectedAt = now;
+    if (h.spawnedAt === null && h.spawned.size >= h.n) h.spawnedAt = now;
+    if (h.connectedAt === null && h.connected.size >= h.n) h.connectedAt = now;
+  }
+
+  /** Nodes seen started and connected on `address` in the generation being counted. */
+  counts(address: string): { spawned: number; connected: number } | undefined {
+    const h = this.hosts.get(address);
+    return h && { spawned: h.spawned.size, connected: h.connected.size };
   }
 
   /** The host answered, or failed: its line stops changing. */
@@ -84,7 +93,7 @@ export class GenerateProgress {
       const times = hosts.map(pick);
       return times.every((t) => t !== null) ? ` in ${duration(Math.max(...(times as number[])) - this.started)}` : '';
     };
-    const target = this.n * hosts.length;
+    const target = hosts.reduce((sum, h) => sum + h.n, 0);
     const parts = [`spawned ${total((h) => h.spawned)}/${target}${when((h) => h.spawnedAt)}`];
     if (this.wait === 'connected') parts.push(`connected ${total((h) => h.connected)}/${target}${when((h) => h.connectedAt)}`);
     const exited = total((h) => h.exited);
@@ -95,8 +104,8 @@ export class GenerateProgress {
   }
 
   private line(address: string, h: HostCounts): string {
-    const parts = [`spawned ${String(h.spawned.size).padStart(String(this.n).length)}/${this.n}`];
-    if (this.wait === 'connected') parts.push(`connected ${String(h.connected.size).padStart(String(this.n).length)}/${this.n}`);
+    const parts = [`spawned ${String(h.spawned.size).padStart(String(h.n).length)}/${h.n}`];
+    if (this.wait === 'connected') parts.push(`connected ${String(h.connected.size).padStart(String(h.n).length)}/${h.n}`);
     if (h.exited.size > 0) parts.push(`exited ${h.exited.size}`);
     return `${address.padEnd(this.width)}  ${parts.join('  ')}${h.end ? `  ${h.end}` : ''}`;
   }

@@ -63,6 +63,14 @@ export interface SubscribeParams { topics: Topic[] }
 export interface TimelineParams { generation?: number; offset?: number; maxBytes?: number }
 /** herd's addition: a page of one node's output (default: the current generation, the last `maxBytes`). */
 export interface LogsParams { index: number; generation?: number; offset?: number; maxBytes?: number }
+/**
+ * herd's addition: fault injection. Every `everyMs`, kill `kill` random live nodes of the
+ * current generation (through the ordinary serialised kill), for `forMs` (default: until
+ * stopped); `seed` makes the choice reproducible. `{stop: true}` ends it.
+ */
+/** Chaos rounds closer than this would flood the kill queue. */
+export const CHAOS_MIN_EVERY_MS = 10;
+export type ChaosParams = { kill: number; everyMs: number; forMs?: number; seed?: number } | { stop: true };
 
 /** Parameters of each command, keyed by `cmd`. */
 export interface CommandParams {
@@ -77,11 +85,12 @@ export interface CommandParams {
   subscribe: SubscribeParams;
   timeline: TimelineParams;
   logs: LogsParams;
+  chaos: ChaosParams;
 }
 
 export type CommandName = keyof CommandParams;
 export const COMMANDS: readonly CommandName[] = [
-  'hello', 'ping', 'generate', 'connect', 'status', 'reset', 'kill', 'stats', 'subscribe', 'timeline', 'logs',
+  'hello', 'ping', 'generate', 'connect', 'status', 'reset', 'kill', 'stats', 'subscribe', 'timeline', 'logs', 'chaos',
 ];
 
 /** A validated request: what the server hands inward. */
@@ -192,6 +201,8 @@ export interface CommandResults {
   subscribe: { topics: Topic[] };
   timeline: TimelineResult;
   logs: LogsResult;
+  /** `{stop}`: whether a run was stopped, and its kills; otherwise the run started (with the seed it uses). */
+  chaos: { running: boolean; generation: number; seed?: number; kills: number };
 }
 
 export type OkReply<C extends CommandName = CommandName> = { id: RequestId; ok: true } & CommandResults[C];
@@ -211,7 +222,9 @@ export interface NodeEvent {
 }
 export interface ReadyEvent { event: 'ready'; generation: number; n: number }
 export type StatsEvent = { event: 'stats'; time: number } & StatsResult;
-export type ManagerEvent = NodeEvent | ReadyEvent | StatsEvent;
+/** What a chaos run did (herd's addition, topic `nodes`): the same fields as its timeline lines. */
+export type ChaosEvent = { event: 'chaos' } & ChaosAction;
+export type ManagerEvent = NodeEvent | ReadyEvent | StatsEvent | ChaosEvent;
 
 // ---- the timeline file (<log-dir>/timeline/gen-<G>.jsonl, one JSON object per line) ----
 
@@ -244,7 +257,16 @@ export interface TimelineNodeChange extends Stamped {
   failure?: { code: string; message: string };
 }
 export interface TimelineReady extends Stamped { type: 'ready'; n: number }
-export type TimelineLine = TimelineHeader | TimelineSample | TimelineNodeChange | TimelineReady;
+/** Why a chaos run ended. */
+export type ChaosEnd = 'done' | 'stopped' | 'reset' | 'generate' | 'no-live-nodes';
+/** A chaos run's start, each node it kills (`round` counts from 1), and its end. */
+export type ChaosAction = { generation: number } & (
+  | { action: 'start'; kill: number; everyMs: number; forMs: number | null; seed: number }
+  | { action: 'kill'; round: number; index: number; pid: number }
+  | { action: 'stop'; reason: ChaosEnd; kills: number }
+);
+export type TimelineChaos = Stamped & { type: 'chaos' } & ChaosAction;
+export type TimelineLine = TimelineHeader | TimelineSample | TimelineNodeChange | TimelineReady | TimelineChaos;
 
 /** Fixed defaults of the command line (PROTOCOL.md, "Command line"). */
 export const DEFAULTS = {

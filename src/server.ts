@@ -13,6 +13,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { BadMessage, decodeBody, encodeFrame, FrameDecoder } from './codec';
+import type { Chaos } from './chaos';
 import type { Logger } from './logger';
 import type { NodeOutput } from './nodeoutput';
 import { pgidOf } from './proc';
@@ -37,6 +38,8 @@ export interface ServerOptions {
   nodeOutput: NodeOutput;
   /** The generations' timeline files, for `timeline`. */
   timeline: Timeline;
+  /** Fault injection, for `chaos` (without it, `chaos` is answered INTERNAL). */
+  chaos?: Chaos;
   logger: Logger;
   /** Connections beyond this are answered LIMIT and closed. */
   maxConnections?: number;
@@ -107,6 +110,7 @@ export class ManagerServer {
     this.server = net.createServer((socket) => this.accept(socket));
     opts.supervisor.on('event', (event) => this.broadcast('nodes', event));
     opts.sampler.on('sample', (event) => this.broadcast('stats', event));
+    opts.chaos?.on('action', (action) => this.broadcast('nodes', { event: 'chaos', ...action }));
   }
 
   /** Resolves with the bound `host:port`; rejects (EADDRINUSE, EACCES...) without side effects. */
@@ -315,6 +319,12 @@ class Connection {
         const page = await opts.timeline.page(command);
         if ('error' in page) throw new RequestError(page.error.code, page.error.message);
         return { ...page.result };
+      }
+      case 'chaos': {
+        if (!opts.chaos) throw new RequestError('INTERNAL', 'this manager runs without fault injection');
+        const r = opts.chaos.command(command);
+        if ('error' in r) throw new RequestError(r.error.code, r.error.message);
+        return { ...r.result };
       }
       case 'connect':
         return this.forward({ type: 'connect', pid: command.pid, pgid: pgidOf(command.pid), nodeId: command.nodeId, at: Date.now() });

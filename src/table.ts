@@ -1,5 +1,7 @@
 // Small formatting helpers for the CLI's human output.
 
+export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 /** Aligned columns, two spaces apart; columns whose cells are all numeric are right-aligned. */
 export function table(header: string[], rows: (string | number)[][], indent = ''): string[] {
   const cells = [header, ...rows.map((r) => r.map(String))];

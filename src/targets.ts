@@ -9,6 +9,8 @@ export interface Target {
   port: number;
   /** Canonical `host:port` (`[v6]:port`): how the CLI names the manager in its output. */
   address: string;
+  /** Share of a `--total` (hosts file `weight=W`); 1 when not given. */
+  weight?: number;
 }
 
 /** Something the user gave (a flag or a file) is malformed: the CLI exits 2 on it. */
@@ -49,14 +51,25 @@ export function parseAddress(text: string, defaultPort: number | null = DEFAULTS
   return { host, port, address: `${host.includes(':') ? `[${host}]` : host}:${port}` };
 }
 
-/** One `host[:port]` per line; `#` starts a comment; blank lines are ignored. */
+/** Largest weight accepted: keeps `--total` arithmetic exact. */
+const MAX_WEIGHT = 1_000_000;
+
+/** One `host[:port] [weight=W]` per line; `#` starts a comment; blank lines are ignored. */
 export function parseHostsFile(text: string, file: string): Target[] {
   const targets: Target[] = [];
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) return;
     try {
-      targets.push(parseAddress(line));
+      const [address, ...rest] = line.split(/\s+/);
+      const target = parseAddress(address);
+      for (const field of rest) {
+        const m = /^weight=(\d+)$/.exec(field);
+        const weight = m ? Number(m[1]) : NaN;
+        if (!(weight >= 1 && weight <= MAX_WEIGHT)) throw new TargetError(`"${field}": expected weight=W with W an integer from 1 to ${MAX_WEIGHT}`);
+        target.weight = weight;
+      }
+      targets.push(target);
     } catch (err) {
       throw new TargetError(`${file}:${i + 1}: ${(err as Error).message}`);
     }
@@ -78,8 +91,13 @@ export function readHostsFile(file: string): Target[] {
   return targets;
 }
 
-/** --manager entries then --hosts entries, duplicates dropped; 127.0.0.1:7070 when neither is given. */
-export function resolveTargets(opts: { managers?: string[]; hostsFile?: string }): Target[] {
+/**
+ * --manager entries then --hosts entries, duplicates dropped. When neither is given:
+ * the comma-separated `host[:port]` list in MANAGER_IPS (the variable the managers
+ * read to pick their own address), else 127.0.0.1:7070.
+ */
+export function resolveTargets(opts: { managers?: string[]; hostsFile?: string; managerIps?: string }): Target[] {
+  const fromEnv = (opts.managerIps ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   const all = [
     ...(opts.managers ?? []).map((m) => {
       try {
@@ -90,9 +108,35 @@ export function resolveTargets(opts: { managers?: string[]; hostsFile?: string }
     }),
     ...(opts.hostsFile !== undefined ? readHostsFile(opts.hostsFile) : []),
   ];
+  if (all.length === 0) {
+    all.push(...fromEnv.map((m) => {
+      try {
+        return parseAddress(m);
+      } catch (err) {
+        throw new TargetError(`MANAGER_IPS ${(err as Error).message}`);
+      }
+    }));
+  }
   if (all.length === 0) return [parseAddress(`127.0.0.1:${DEFAULTS.port}`)];
   const seen = new Set<string>();
   return all.filter((t) => !seen.has(t.address) && seen.add(t.address));
+}
+
+/**
+ * Splits `total` nodes over hosts in proportion to their weights: each gets the
+ * integer part of its share, and the nodes left over go one each to the largest
+ * remainders, ties to the host listed first (the same answer on every run).
+ */
+export function spreadByWeight(total: number, weights: number[]): number[] {
+  const sum = weights.reduce((a, b) => a + b, 0);
+  const shares = weights.map((w) => Math.floor((total * w) / sum));
+  const order = weights.map((w, i) => ({ i, rest: (total * w) % sum })).sort((a, b) => b.rest - a.rest || a.i - b.i);
+  let left = total - shares.reduce((a, b) => a + b, 0);
+  for (const { i } of order) {
+    if (left-- <= 0) break;
+    shares[i]++;
+  }
+  return shares;
 }
 
 export function readTokenFile(file: string): string {

@@ -19,7 +19,7 @@ import { AppendLog } from './appendlog';
 import { DEFAULT_CHUNK_BYTES, FileChunkError, readChunk } from './filechunk';
 import type { Logger } from './logger';
 import type {
-  ManagerIdentity, NodePhase, ReadyEvent, StatsEvent, TimelineHeader, TimelineLine, TimelineNodeChange, TimelineParams,
+  ChaosAction, ManagerIdentity, NodePhase, ReadyEvent, StatsEvent, TimelineHeader, TimelineLine, TimelineNodeChange, TimelineParams,
   TimelineResult, TimelineSample, WireError,
 } from './protocol';
 import { monoMs } from './sampler';
@@ -96,6 +96,15 @@ export class Timeline {
     if (view.phase === 'killed') Object.assign(line, { exitCode: view.exitCode, signal: view.signal, outcome: view.outcome });
     if (view.failure) line.failure = view.failure;
     this.add(line);
+    this.soon();
+  }
+
+  /** A chaos run's start, kill or end (src/chaos.ts). */
+  chaos(action: ChaosAction): void {
+    const time = Date.now();
+    const mono = monoMs();
+    this.enter(action.generation, time, mono);
+    this.add({ type: 'chaos', time, mono, ...action });
     this.soon();
   }
 

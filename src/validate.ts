@@ -6,7 +6,7 @@
 // neither reach dispatch nor read through the prototype chain.
 
 import { MAX_CHUNK_BYTES } from './filechunk';
-import { Command, COMMANDS, CommandName, ErrorCode, LOGS_MAX_BYTES, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
+import { CHAOS_MIN_EVERY_MS, Command, COMMANDS, CommandName, ErrorCode, LOGS_MAX_BYTES, RequestId, TOPICS, Topic, WAIT_MODES, WaitMode } from './protocol';
 
 export type Validated =
   | { ok: true; id: RequestId; command: Command }
@@ -113,6 +113,20 @@ const PARSERS: ReadonlyMap<string, Parser> = new Map<CommandName, Parser>([
       offset: uint(msg, 'offset', { optional: true, max: Number.MAX_SAFE_INTEGER }),
       maxBytes: uint(msg, 'maxBytes', { optional: true, max: LOGS_MAX_BYTES }),
     }),
+  ],
+  [
+    'chaos',
+    (msg) => {
+      if (own(msg, 'stop') !== undefined) {
+        if (own(msg, 'stop') !== true) throw new BadArgument(`stop must be true, got ${describe(own(msg, 'stop'))}`);
+        return { cmd: 'chaos', stop: true };
+      }
+      const kill = uint(msg, 'kill')!;
+      if (kill === 0) throw new BadArgument('kill must be at least 1 (nodes per round)');
+      const everyMs = uint(msg, 'everyMs')!;
+      if (everyMs < CHAOS_MIN_EVERY_MS) throw new BadArgument(`everyMs must be at least ${CHAOS_MIN_EVERY_MS}, got ${everyMs}`);
+      return { cmd: 'chaos', kill, everyMs, forMs: uint(msg, 'forMs', { optional: true }), seed: uint(msg, 'seed', { optional: true }) };
+    },
   ],
   [
     'timeline',

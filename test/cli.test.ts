@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, TargetError } from '../src/targets';
+import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, spreadByWeight, TargetError } from '../src/targets';
 import { Fake, fakeManager, Msg } from './fake-manager';
 import { CLI, startManager, tmpDir } from './helpers';
 
@@ -29,7 +29,27 @@ describe('targets', () => {
     expect(parseHostsFile(text, 'hosts.txt').map((t) => t.address)).toEqual(['10.0.0.1:7070', '10.0.0.2:7080', '[::1]:7071', '[2001:db8::2]:7070']);
     expect(() => parseHostsFile('10.0.0.1\n# ok\n10.0.0.2:99999\n', 'hosts.txt')).toThrow(/^hosts\.txt:3: .*port "99999"/);
     expect(() => parseHostsFile('fe80::1\n', 'h')).toThrow(/^h:1: .*brackets/);
-    expect(() => parseHostsFile('a b\n', 'h')).toThrow(/^h:1: .*not a valid host name/);
+    expect(() => parseHostsFile('a,b\n', 'h')).toThrow(/^h:1: .*not a valid host name/);
+    expect(() => parseHostsFile('a b\n', 'h')).toThrow(/^h:1: "b": expected weight=W/);
+  });
+
+  test('hosts file weights; --total spread by weight, largest remainders, ties to the first listed', () => {
+    const t = parseHostsFile('10.0.0.1 weight=2\n10.0.0.2:7071\tweight=1 # small\n10.0.0.3\n', 'h');
+    expect(t.map((x) => [x.address, x.weight])).toEqual([['10.0.0.1:7070', 2], ['10.0.0.2:7071', 1], ['10.0.0.3:7070', undefined]]);
+    for (const bad of ['a weight=0', 'a weight=x', 'a weight=2000000', 'a w=2']) expect(() => parseHostsFile(bad, 'h')).toThrow(/^h:1: .*weight=W/);
+    expect(spreadByWeight(300, [1, 1, 1])).toEqual([100, 100, 100]);
+    expect(spreadByWeight(10, [1, 1, 1])).toEqual([4, 3, 3]);
+    expect(spreadByWeight(10, [2, 1, 1])).toEqual([5, 3, 2]);
+    expect(spreadByWeight(7, [1, 3])).toEqual([2, 5]);
+    expect(spreadByWeight(2, [1, 1, 1, 1])).toEqual([1, 1, 0, 0]);
+    expect(spreadByWeight(0, [5, 1])).toEqual([0, 0]);
+  });
+
+  test('MANAGER_IPS: the targets when neither --manager nor --hosts is given', () => {
+    expect(resolveTargets({ managerIps: '10.0.0.1, 10.0.0.2:7080,,' }).map((t) => t.address)).toEqual(['10.0.0.1:7070', '10.0.0.2:7080']);
+    expect(resolveTargets({ managers: ['127.0.0.1:1'], managerIps: '10.0.0.1' }).map((t) => t.address)).toEqual(['127.0.0.1:1']);
+    expect(resolveTargets({ managerIps: ' ' }).map((t) => t.address)).toEqual(['127.0.0.1:7070']);
+    expect(() => resolveTargets({ managerIps: '10.0.0.1,bad host' })).toThrow(/^MANAGER_IPS /);
   });
 
   test('resolveTargets: default, --manager plus --hosts, duplicates dropped, missing/empty file', () => {
@@ -185,7 +205,7 @@ describe('cli', () => {
     expect(json.code).toBe(1);
     const parsed = JSON.parse(json.stdout);
     expect(parsed[f.address].generation).toBe(3);
-    expect(parsed[dead]).toEqual({ error: { code: 'UNREACHABLE', message: expect.stringContaining('ECONNREFUSED') } });
+    expect(parsed[dead]).toEqual({ error: { code: 'UNREACHABLE', message: expect.stringContaining('ECONNREFUSED') }, status: 'unreachable' });
   });
 
   test('managers are asked concurrently: two slow ones take one delay, not two', async () => {
@@ -195,7 +215,49 @@ describe('cli', () => {
     const r = await herd(['reset', '--hosts', writeHosts(`${a.address}\n# second\n${b.address}\n`)]);
     expect(r.code).toBe(0);
     expect(Date.now() - t0).toBeLessThan(2900);
-    expect(r.stdout).toBe(`${a.address}  killed 2\n${b.address}  killed 2\n`);
+    expect(r.stdout).toBe(`${a.address}  killed 2\n${b.address}  killed 2\n2 hosts: 2 ok\n`);
+  });
+
+  test('--fanout 1 asks one manager at a time; --command-timeout gives up on a silent one, the others unaffected', async () => {
+    const slowly = (msg: Msg, send: (m: unknown) => void) => void setTimeout(() => send({ id: msg.id, ok: true, ...(canned(msg) as object) }), 700);
+    const [a, b] = [await fake(slowly), await fake(slowly)];
+    const t0 = Date.now();
+    const one = await herd(['reset', '--fanout', '1', '--manager', a.address, '--manager', b.address]);
+    expect(one.code).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
+    const silent = await fake(() => undefined);
+    const t1 = Date.now();
+    const r = await herd(['status', '--command-timeout', '1500', '--manager', a.address, '--manager', silent.address]);
+    expect(r.code).toBe(1);
+    expect(Date.now() - t1).toBeLessThan(10000);
+    expect(r.stdout).toContain(`${silent.address}  error CLIENT_TIMEOUT: no answer within 1500 ms (--command-timeout)`);
+    expect(r.stdout).toMatch(/^2 hosts: 1 ok, 1 timed out$/m);
+    expect(r.stdout).toMatch(/^fleet: target 2 {2}spawning 0 {2}running 1 {2}killed 1$/m);
+    const j = JSON.parse((await herd(['status', '--json', '--command-timeout', '1500', '--manager', silent.address])).stdout);
+    expect(j[silent.address]).toMatchObject({ error: { code: 'CLIENT_TIMEOUT' }, status: 'timed out' });
+    for (const bad of [['--fanout', '0'], ['--command-timeout', '0'], ['--fanout', 'x']]) expect((await herd(['ping', ...bad])).code).toBe(2);
+  });
+
+  test('generate --total over weighted hosts: a row per host, failed and unreachable ones named, totals; JSON has requested', async () => {
+    const [a, b] = [await fake(), await fake()];
+    const dead = await deadAddress();
+    const hosts = writeHosts(`${a.address} weight=3\n${b.address}\n${dead}\n`);
+    const r = await herd(['generate', '--total', '250', '--hosts', hosts]);
+    expect(r.code).toBe(1);
+    expect(a.received.find((m) => m.cmd === 'generate')!.n).toBe(150);
+    expect(b.received.find((m) => m.cmd === 'generate')!.n).toBe(50);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^HOST +STATUS +GENERATION +NODES +SPAWNED +CONNECTED +DETAIL$/);
+    expect(lines[1]).toMatch(new RegExp(`^${a.address} +failed \\(SPAWN_FAILED\\) +- +150 +0 +0 +spawn ENOENT$`));
+    expect(lines[2]).toMatch(new RegExp(`^${b.address} +ok +4 +50 +50 +0$`));
+    expect(lines[3]).toMatch(new RegExp(`^${dead} +unreachable +- +50 +0 +0 +.*ECONNREFUSED`));
+    expect(lines[4]).toBe('3 hosts: 1 ok, 1 failed, 1 unreachable; nodes spawned 50/250, connected 0/250');
+    const j = JSON.parse((await herd(['generate', '--per-host', '3', '--json', '--manager', b.address, '--manager', dead])).stdout);
+    expect(j[b.address]).toMatchObject({ generation: 4, requested: 3 });
+    expect(j[dead]).toMatchObject({ error: { code: 'UNREACHABLE' }, status: 'unreachable', requested: 3 });
+    for (const bad of [['generate'], ['generate', '3', '--total', '3'], ['generate', '--per-host', '1', '--total', '2'], ['generate', '--total', '-1']]) {
+      expect((await herd([...bad, '--manager', b.address])).code).toBe(2);
+    }
   });
 
   test('an error reply shows its code (human) or {error:{code,message,details}} (json), exit 1', async () => {
@@ -204,14 +266,14 @@ describe('cli', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toBe(`${f.address}  error SPAWN_FAILED: spawn ENOENT [{"index":0,"code":"ENOENT"}]\n`);
     const j = await herd(['generate', '1000', '--json', '--manager', f.address]);
-    expect(JSON.parse(j.stdout)).toEqual({ [f.address]: { error: { code: 'SPAWN_FAILED', message: 'spawn ENOENT', details: [{ index: 0, code: 'ENOENT' }] } } });
+    expect(JSON.parse(j.stdout)).toEqual({ [f.address]: { error: { code: 'SPAWN_FAILED', message: 'spawn ENOENT', details: [{ index: 0, code: 'ENOENT' }] }, status: 'failed', requested: 1000 } });
   });
 
   test('integers past 2^53 print as exact JSON numbers', async () => {
     const f = await fake((msg) => ({ id: msg.id, ok: true, generation: 2n ** 64n - 1n, nodes: [] }));
     const r = await herd(['generate', '0', '--json', '--manager', f.address]);
     expect(r.code).toBe(0);
-    expect(r.stdout.replace(/\s/g, '')).toBe(`{"${f.address}":{"generation":18446744073709551615,"nodes":[]}}`);
+    expect(r.stdout.replace(/\s/g, '')).toBe(`{"${f.address}":{"generation":18446744073709551615,"nodes":[],"requested":0}}`);
   });
 
   test('--token-file: hello with the trimmed token goes first', async () => {

@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { seededRandom as prng } from '../src/chaos';
 import { HerdClient } from '../src/client';
 import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
 import { readStat } from '../src/proc';
@@ -22,18 +23,6 @@ const TOKEN = 'fuzz-token-0123456789abcdef';
 const WORKERS = 6;
 const SESSIONS_PER_WORKER = 20;
 const FRAMES_PER_SESSION = 50; // 6 * 20 * 50 = 6000 frames
-
-/** mulberry32: a small seeded PRNG, so that a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const header = (length: number) => {
   const h = Buffer.alloc(4);

@@ -151,6 +151,24 @@ describe('manager machine', () => {
     ]);
   });
 
+  test('a reset drops every node actor of the generation at once: none is left among the children, each is stopped', () => {
+    const m = startManager();
+    const n = 300;
+    m.generate('g', n);
+    for (let i = 0; i < n; i++) m.procs.start(1, i, 100 + i);
+    const nodeRefs = Object.values(m.actor.getSnapshot().children);
+    expect(nodeRefs).toHaveLength(n);
+    m.actor.send({ type: 'reset', to: 'r' });
+    for (let i = 0; i < n; i++) m.procs.exit(1, i, null, 'SIGTERM');
+    expect(m.replyTo('r')).toMatchObject({ result: { killed: n } });
+    expect(m.actor.getSnapshot().children).toEqual({});
+    for (const ref of nodeRefs) expect(ref!.getSnapshot().status).toBe('done');
+    for (let i = 0; i < n; i++) expect(m.procs.get(1, i).disposed).toBe(true);
+    // The next generation's actors take the same ids.
+    m.generate('g2', 2);
+    expect(Object.keys(m.actor.getSnapshot().children).sort()).toEqual(['n0', 'n1']);
+  });
+
   test('connect by pid or by a pid in the node\'s process group; unknown pids are refused', () => {
     const m = startManager();
     m.generate('g', 2);

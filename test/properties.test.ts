@@ -219,6 +219,7 @@ describe('validateRequest', () => {
     subscribe: ['topics'],
     logs: ['index', 'generation', 'offset', 'maxBytes'],
     timeline: ['generation', 'offset', 'maxBytes'],
+    chaos: ['kill', 'everyMs', 'forMs', 'seed', 'stop'],
   };
   const protoBefore = prototypeKeys();
   afterAll(() => expect(prototypeKeys()).toEqual(protoBefore));
@@ -257,7 +258,7 @@ describe('validateRequest', () => {
         id: fc.oneof(fc.nat(), fc.bigInt({ min: -5n, max: 2n ** 64n + 5n }), field),
         cmd: fc.oneof(fc.constantFrom(...COMMANDS, ...DANGEROUS_KEYS), fc.string(), field),
         n: field, wait: field, timeoutMs: field, interface: field, pid: field, index: field, topics: fc.oneof(field, fc.array(field, { maxLength: 3 })),
-        token: field, client: field, nodeId: field,
+        token: field, client: field, nodeId: field, kill: field, everyMs: field, forMs: field, seed: field, stop: field,
       },
       { requiredKeys: [] },
     );

@@ -158,6 +158,7 @@ describe('authentication', () => {
       { cmd: 'ping' }, { cmd: 'status' }, { cmd: 'stats' }, { cmd: 'reset' },
       { cmd: 'generate', n: 1 }, { cmd: 'connect', pid: process.pid }, { cmd: 'kill', index: 0 },
       { cmd: 'subscribe', topics: ['nodes', 'stats'] }, { cmd: 'timeline' }, { cmd: 'logs', index: 0 },
+      { cmd: 'chaos', kill: 1, everyMs: 1000 },
     ];
     expect(new Set(requests.map((r) => r.cmd))).toEqual(new Set(COMMANDS.filter((c) => c !== 'hello')));
     for (const r of requests) {
