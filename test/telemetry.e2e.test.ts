@@ -14,7 +14,8 @@ import { CLI, errorOf, eventually, FIXTURES, RunningManager, startManager, tmpDi
 jest.setTimeout(60000);
 
 const readLines = (file: string): TimelineLine[] =>
-  readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as TimelineLine);
+  // Only whole lines: the file may exist before its first batch is written.
+  readFileSync(file, 'utf8').split('\n').slice(0, -1).map((l) => JSON.parse(l) as TimelineLine);
 const samplesIn = (lines: TimelineLine[]) => lines.filter((l): l is TimelineSample => l.type === 'sample');
 const changesIn = (lines: TimelineLine[]) => lines.filter((l): l is TimelineNodeChange => l.type === 'node');
 const timelineOf = (m: RunningManager, generation: number) => path.join(m.logDir, 'timeline', `gen-${generation}.jsonl`);
