@@ -2,27 +2,18 @@
 // writing 50 MB, rotation, the last lines of a node that died (status, herd status),
 // `herd logs` with and without --follow, and a log dir deleted under a running manager.
 
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
-import { CLI, errorOf, eventually, FIXTURES, RunningManager, startManager, tmpDir } from './helpers';
+import { CLI, errorOf, eventually, FIXTURES, herd, RunningManager, startManager, tmpDir, vmRssBytes } from './helpers';
 
 jest.setTimeout(60000);
 
 /** Node output sizes are checked every 50 ms here (1 s by default), so rotations happen within a test. */
 const FAST_CHECKS = { HERD_NODE_LOG_CHECK_MS: '50' };
 
-function herd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 30000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
 const sizeOf = (file: string) => statSync(file, { throwIfNoEntry: false })?.size ?? 0;
-const vmRssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 const genDir = (m: RunningManager, g: number) => path.join(m.logDir, 'nodes', `gen-${g}`);
 
 let m: RunningManager | null = null;
@@ -58,13 +49,13 @@ test('a node writing 50 MB as fast as it can finishes; the manager RSS stays fla
   expect(files()).toEqual(['node-0.log', 'node-0.log.1']);
   // How far past the limit a file gets depends on how often the checks run against how fast the node
   // writes (on a loaded 2-core machine a check can lag by seconds at 80 MB/s), so no size bound here:
-  // the proof of rotation is that the start of the output was dropped (below: start > 0).
+  // the proof of rotation is the .1 file above (on a loaded machine there may be only one rotation,
+  // so nothing need have been dropped yet).
   // Offsets count the whole output (base64 of 37.5 MB: 50,657,905 bytes, less what the copy-truncate
   // windows lost, more on a busy machine); on disk is its end, from `start`.
   const head = await c.logs(0, { maxBytes: 0 });
   const onDisk = files().reduce((sum, f) => sum + statSync(path.join(genDir(m!, generation), f)).size, 0);
   expect(head.size - head.start).toBe(onDisk);
-  expect(head.start).toBeGreaterThan(0);
   expect(head.size).toBeGreaterThan(40_000_000);
   expect(head.size).toBeLessThanOrEqual(50_657_905);
   // The manager never held the output: its RSS did not grow with it.
