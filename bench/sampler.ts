@@ -38,26 +38,29 @@ async function cpuOf(windowS: number, ticks: () => number, start: () => Promise<
   return { pct: round((cpuMs / 1000 / seconds) * 100, 3), msPerSample: round(cpuMs / Math.max(1, samples), 3), samples };
 }
 
-/** Counts every process started in this process until the returned function is called (which returns the count). */
-function countSpawns(): () => number {
+/**
+ * Records every process started in this process (the options of each) until `restore()`:
+ * spawn, exec, execFile and fork go through process_wrap; every *Sync variant through spawn_sync.
+ */
+export function watchSpawns(): { started: unknown[]; restore: () => void } {
   const binding = (process as unknown as { binding: (name: string) => Record<string, unknown> }).binding;
   const proto = (binding('process_wrap').Process as { prototype: { spawn: (...a: unknown[]) => unknown } }).prototype;
   const sync = binding('spawn_sync') as { spawn: (...a: unknown[]) => unknown };
   const [origSpawn, origSync] = [proto.spawn, sync.spawn];
-  let n = 0;
+  const started: unknown[] = [];
   proto.spawn = function (this: unknown, ...a: unknown[]) {
-    n++;
+    started.push(a[0]);
     return origSpawn.apply(this, a);
   };
   sync.spawn = (...a: unknown[]) => {
-    n++;
+    started.push(a[0]);
     return origSync(...a);
   };
-  return () => {
+  const restore = () => {
     proto.spawn = origSpawn;
     sync.spawn = origSync;
-    return n;
   };
+  return { started, restore };
 }
 
 export async function samplerCost(pids: number[], windowS: number, logDir: string): Promise<SamplerCost> {
@@ -90,17 +93,18 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
       sampler.on('sample', (event, mono) => timeline.sample(event, mono));
     }
     let spawned = 0;
-    let stopCounting = () => 0;
+    let watch: ReturnType<typeof watchSpawns> | undefined;
     const cost = await cpuOf(
       windowS,
       () => samples,
       async () => {
         await sampler.start(); // opens the descriptors; getconf runs once per process, before counting
         await sleep(1500); // one sample in, so the window is steady state
-        stopCounting = countSpawns();
+        watch = watchSpawns();
       },
       async () => {
-        spawned = stopCounting();
+        watch?.restore();
+        spawned = watch?.started.length ?? 0;
         await sampler.stop();
       },
     );

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { readLimits } from './limits';
+import { HostLimits, readLimits } from './limits';
 import { NODE_LOG_DEFAULTS } from './nodeoutput';
 import { DEFAULTS } from './protocol';
 
@@ -21,6 +21,8 @@ export interface ManagerConfig {
   maxFrame: number;
   /** --max-nodes, or what the host's limits allow (src/limits.ts). */
   maxNodes: number;
+  /** The host's limits, read once at start-up (the daemon sizes the launcher from them). */
+  limits: HostLimits;
   /** Where the run's state file goes (src/runstate.ts). */
   stateDir: string;
   killGraceMs: number;
@@ -223,6 +225,7 @@ export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = proces
   const token = tokenFile !== undefined ? readToken(tokenFile, values['token-file'] !== undefined ? '--token-file' : 'HERD_TOKEN_FILE', warnings) : null;
   const insecure = values.insecure ?? false;
   if (!values.help) checkExposure(host, token, insecure, warnings);
+  const limits = readLimits();
   return {
     help: values.help ?? false,
     host,
@@ -233,7 +236,8 @@ export function parseManagerArgs(argv: string[], env: NodeJS.ProcessEnv = proces
     token,
     logDir: path.resolve(values['log-dir'] ?? 'herd-logs'),
     maxFrame: int('max-frame', values['max-frame'], DEFAULTS.maxFrame, 64, 2 ** 31 - 1),
-    maxNodes: int('max-nodes', values['max-nodes'], readLimits().maxNodes, 0),
+    maxNodes: int('max-nodes', values['max-nodes'], limits.maxNodes, 0),
+    limits,
     stateDir: values['state-dir'] !== undefined ? path.resolve(values['state-dir']) : defaultStateDir(env),
     killGraceMs: int('kill-grace-ms', values['kill-grace-ms'], DEFAULTS.killGraceMs, 0),
     statsIntervalMs: int('stats-interval-ms', values['stats-interval-ms'], DEFAULTS.statsIntervalMs, 10),

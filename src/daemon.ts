@@ -9,7 +9,7 @@ import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
 import { Containment } from './containment';
 import { Dashboard } from './dashboard';
 import { Launcher } from './launcher';
-import { FD_RESERVE, FDS_PER_NODE, nodesForNofile, readLimits } from './limits';
+import { FD_RESERVE, FDS_PER_NODE, nodesForNofile } from './limits';
 import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
 import { NodeOutput } from './nodeoutput';
 import type { ManagerIdentity } from './protocol';
@@ -59,7 +59,7 @@ export async function runManager(argv: string[]): Promise<void> {
     process.exit(1);
   };
 
-  const limits = readLimits();
+  const { limits } = config;
   if (config.maxNodes > limits.maxNodes) {
     logger.warn(`--max-nodes ${config.maxNodes} is more than this host's limits allow (${limits.maxNodes}, bound by ${limits.binding}); nodes beyond that will fail to start`);
   }

@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { ConnectOptions, HerdClient, HerdError } from './client';
+import { asHerdError } from './fleet';
 import type { HostStats, TimelineLine } from './protocol';
 import type { Target } from './targets';
 
@@ -116,7 +117,7 @@ export async function exportTimeline(targets: Target[], conn: ConnectOptions, op
       }
       outcomes.push({ address, generation, rows });
     } catch (err) {
-      outcomes.push({ address, error: err instanceof HerdError ? err : new HerdError('INTERNAL', (err as Error)?.message ?? String(err)) });
+      outcomes.push({ address, error: asHerdError(err) });
     } finally {
       await client?.close();
     }

@@ -5,7 +5,7 @@
 // keeps only the results.
 
 import type { NodeEvent, WaitMode } from './protocol';
-import { duration } from './table';
+import { duration, plural } from './table';
 
 interface HostCounts {
   /** Nodes asked of this host. */
@@ -99,7 +99,7 @@ export class GenerateProgress {
     const exited = total((h) => h.exited);
     if (exited > 0) parts.push(`exited ${exited}`);
     const failed = all.length - hosts.length;
-    const who = all.length === 1 ? '' : `${hosts.length} manager${hosts.length === 1 ? '' : 's'}${failed > 0 ? ` (${failed} failed)` : ''}: `;
+    const who = all.length === 1 ? '' : `${plural(hosts.length, 'manager')}${failed > 0 ? ` (${failed} failed)` : ''}: `;
     return `${who}${parts.join(', ')} (${duration(Date.now() - this.started)} in all)`;
   }
 

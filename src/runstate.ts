@@ -152,10 +152,9 @@ function managerAlive(header: RunHeader): boolean {
   return stat !== null && stat.startTicks === header.startTicks && stat.state !== 'Z';
 }
 
-/** Kills whatever the run of `file` left behind, in every layer, then deletes the file. */
-export function reapRun(file: string): ReapReport {
+/** Kills whatever the run of `file` left behind, in every layer, then deletes the file. `journal`: its contents, if already read. */
+export function reapRun(file: string, journal: Journal | null = readJournal(file)): ReapReport {
   const report: ReapReport = { runs: 0, groups: 0, cgroup: 0, sweep: 0 };
-  const journal = readJournal(file);
   if (journal && journal.header.bootId === bootId()) {
     report.runs = 1;
     for (const [pid, startTicks] of journal.live) {
@@ -190,7 +189,7 @@ export function reapPredecessors(stateDir: string): ReapReport {
     const file = path.join(stateDir, name);
     const journal = readJournal(file);
     if (journal && managerAlive(journal.header)) continue;
-    const r = reapRun(file);
+    const r = reapRun(file, journal);
     total.runs += r.runs;
     total.groups += r.groups;
     total.cgroup += r.cgroup;

@@ -17,7 +17,7 @@ import type { Chaos } from './chaos';
 import type { Logger } from './logger';
 import type { NodeOutput } from './nodeoutput';
 import { pgidOf } from './proc';
-import { Command, CommandResults, ErrorCode, ManagerEvent, ManagerIdentity, PROTOCOL_VERSION, RequestId, Topic } from './protocol';
+import { Command, CommandResults, ErrorCode, ManagerEvent, ManagerIdentity, PROTOCOL_VERSION, RequestId, Topic, WireError } from './protocol';
 import { FailureLimiter } from './ratelimit';
 import type { Sampler } from './sampler';
 import type { Supervisor } from './supervisor';
@@ -86,6 +86,12 @@ class RequestError extends Error {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** The answer of a part that replies `{result}` or `{error}` (node output, timeline, chaos): its result, or the error thrown. */
+function unwrap<T>(r: { result: T } | { error: WireError }): T {
+  if ('error' in r) throw new RequestError(r.error.code, r.error.message);
+  return r.result;
+}
 
 /** An address as a peer would write it: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) unwrapped. */
 const plainHost = (host: string) => (host.startsWith('::ffff:') && host.includes('.') ? host.slice(7) : host);
@@ -310,22 +316,13 @@ class Connection {
       case 'subscribe':
         for (const t of command.topics) this.topics.add(t);
         return { topics: [...this.topics] };
-      case 'logs': {
-        const page = await opts.nodeOutput.read(command, opts.supervisor.generation().generation);
-        if ('error' in page) throw new RequestError(page.error.code, page.error.message);
-        return { ...page.result };
-      }
-      case 'timeline': {
-        const page = await opts.timeline.page(command);
-        if ('error' in page) throw new RequestError(page.error.code, page.error.message);
-        return { ...page.result };
-      }
-      case 'chaos': {
+      case 'logs':
+        return { ...unwrap(await opts.nodeOutput.read(command, opts.supervisor.generation().generation)) };
+      case 'timeline':
+        return { ...unwrap(await opts.timeline.page(command)) };
+      case 'chaos':
         if (!opts.chaos) throw new RequestError('INTERNAL', 'this manager runs without fault injection');
-        const r = opts.chaos.command(command);
-        if ('error' in r) throw new RequestError(r.error.code, r.error.message);
-        return { ...r.result };
-      }
+        return { ...unwrap(opts.chaos.command(command)) };
       case 'connect':
         return this.forward({ type: 'connect', pid: command.pid, pgid: pgidOf(command.pid), nodeId: command.nodeId, at: Date.now() });
       case 'reset':

@@ -9,7 +9,7 @@
 
 import { EventEmitter } from 'node:events';
 import { createActor, fromPromise, InspectionEvent, Observer, SnapshotFrom } from 'xstate';
-import { liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf, SweepInput } from '../machines/manager';
+import { isLive, liveNodes, ManagerActor, managerMachine, ManagerMachineEvent, ManagerReply, statusOf, SweepInput } from '../machines/manager';
 import { nodeMachine, NodeView } from '../machines/node';
 import type { Containment } from './containment';
 import type { Launcher } from './launcher';
@@ -68,8 +68,11 @@ export class Supervisor extends EventEmitter<{ event: [ManagerEvent]; phase: [No
     if (event.type === 'connect') {
       // A process of this run from an older generation (a late node, or an escaped
       // descendant) is refused and killed: it must not outlive its generation.
-      const generation = this.actor.getSnapshot().context.generation;
-      const leftover = this.opts.containment.killLeftover(event.pid, generation);
+      // A live node of the current generation connecting itself (the common case, n at
+      // once) is not one, and its /proc/<pid>/environ need not be read to know it.
+      const { generation, nodes } = this.actor.getSnapshot().context;
+      const own = nodes.some((n) => n.pid === event.pid && isLive(n));
+      const leftover = own ? null : this.opts.containment.killLeftover(event.pid, generation);
       if (leftover) {
         const message = `pid ${event.pid} belongs to generation ${leftover.generation} of this manager, not the current generation ${generation}; it was killed`;
         this.opts.logger.warn(message);

@@ -17,26 +17,33 @@ export interface RunProcess {
   index: number | null;
 }
 
-function envValue(environ: Buffer, name: string): string | null {
-  const prefix = `${name}=`;
-  for (const entry of environ.toString('latin1').split('\0')) if (entry.startsWith(prefix)) return entry.slice(prefix.length);
-  return null;
+const RUN_PREFIX = `${RUN_ID_VAR}=`;
+const GENERATION_PREFIX = 'HERD_GENERATION=';
+const INDEX_PREFIX = 'HERD_INDEX=';
+
+/** The run membership that `environ` (the bytes of /proc/<pid>/environ) records, or null if it carries another run id or none. */
+function membership(pid: number, environ: Buffer, runId: string): RunProcess | null {
+  // One pass; the first definition of a name counts.
+  let run: string | null = null;
+  let generation: string | null = null;
+  let index: string | null = null;
+  for (const entry of environ.toString('latin1').split('\0')) {
+    if (run === null && entry.startsWith(RUN_PREFIX)) run = entry.slice(RUN_PREFIX.length);
+    else if (generation === null && entry.startsWith(GENERATION_PREFIX)) generation = entry.slice(GENERATION_PREFIX.length);
+    else if (index === null && entry.startsWith(INDEX_PREFIX)) index = entry.slice(INDEX_PREFIX.length);
+  }
+  if (run !== runId) return null;
+  const num = (v: string | null) => (v !== null && /^\d+$/.test(v) ? Number(v) : null);
+  return { pid, generation: num(generation), index: num(index) };
 }
 
 /** The run membership of one process, or null if it carries another run id or none (or is gone). */
 export function runOf(pid: number, runId: string): RunProcess | null {
-  let environ: Buffer;
   try {
-    environ = readFileSync(`/proc/${pid}/environ`);
+    return membership(pid, readFileSync(`/proc/${pid}/environ`), runId);
   } catch {
     return null; // gone, or not ours to read
   }
-  if (envValue(environ, RUN_ID_VAR) !== runId) return null;
-  const num = (name: string) => {
-    const v = envValue(environ, name);
-    return v !== null && /^\d+$/.test(v) ? Number(v) : null;
-  };
-  return { pid, generation: num('HERD_GENERATION'), index: num('HERD_INDEX') };
 }
 
 /** Every live process that carries `runId` (optionally only those `keep` selects). */
@@ -55,7 +62,7 @@ export function findRun(runId: string, keep: (p: RunProcess) => boolean = () => 
     }
     // Cheap prefilter before parsing (a zombie's environ is empty).
     if (environ.indexOf(needle) < 0) continue;
-    const p = runOf(pid, runId);
+    const p = membership(pid, environ, runId);
     if (p && keep(p)) found.push(p);
   }
   return found;

@@ -97,26 +97,19 @@ export function readHostsFile(file: string): Target[] {
  * read to pick their own address), else 127.0.0.1:7070.
  */
 export function resolveTargets(opts: { managers?: string[]; hostsFile?: string; managerIps?: string }): Target[] {
-  const fromEnv = (opts.managerIps ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  /** Each of `list` parsed, an error naming where it came from. */
+  const parseAll = (list: string[], source: string) => list.map((m) => {
+    try {
+      return parseAddress(m);
+    } catch (err) {
+      throw new TargetError(`${source} ${(err as Error).message}`);
+    }
+  });
   const all = [
-    ...(opts.managers ?? []).map((m) => {
-      try {
-        return parseAddress(m);
-      } catch (err) {
-        throw new TargetError(`--manager ${(err as Error).message}`);
-      }
-    }),
+    ...parseAll(opts.managers ?? [], '--manager'),
     ...(opts.hostsFile !== undefined ? readHostsFile(opts.hostsFile) : []),
   ];
-  if (all.length === 0) {
-    all.push(...fromEnv.map((m) => {
-      try {
-        return parseAddress(m);
-      } catch (err) {
-        throw new TargetError(`MANAGER_IPS ${(err as Error).message}`);
-      }
-    }));
-  }
+  if (all.length === 0) all.push(...parseAll((opts.managerIps ?? '').split(',').map((s) => s.trim()).filter(Boolean), 'MANAGER_IPS'));
   if (all.length === 0) return [parseAddress(`127.0.0.1:${DEFAULTS.port}`)];
   const seen = new Set<string>();
   return all.filter((t) => !seen.has(t.address) && seen.add(t.address));

@@ -5,6 +5,7 @@
 // sample (or, with --json, one JSON object per sample).
 
 import { ConnectOptions, HerdClient, HerdError } from './client';
+import { asHerdError } from './fleet';
 import type { StatsResult } from './protocol';
 import { bytes, percent, table, toJson } from './table';
 import type { Target } from './targets';
@@ -160,7 +161,7 @@ export async function top(targets: Target[], conn: ConnectOptions, opts: TopOpti
       const h = hosts[i];
       const fail = (err: unknown) => {
         if (h.error !== null || stopping) return; // already reported (a lost connection fails its request too)
-        const e = err instanceof HerdError ? err : new HerdError('INTERNAL', String(err));
+        const e = asHerdError(err);
         h.error = `error ${e.code}: ${e.message}`;
         show(h, { error: { code: e.code, message: e.message } });
         lost();

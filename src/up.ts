@@ -11,6 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { HerdClient, HerdError, ConnectOptions } from './client';
+import { asHerdError, Outcome } from './fleet';
 import { mapLimit } from './pool';
 import { Target } from './targets';
 
@@ -37,7 +38,7 @@ export interface UpResult {
   ms: number;
 }
 
-export type UpOutcome = { address: string; result: UpResult; error?: undefined } | { address: string; error: HerdError };
+export type UpOutcome = Outcome<UpResult>;
 
 /** Quotes `s` for a POSIX shell. */
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -182,7 +183,7 @@ export function upDown(which: 'up' | 'down', targets: Target[], conn: ConnectOpt
     try {
       return { address: t.address, result: await one(t, conn, opts) };
     } catch (err) {
-      return { address: t.address, error: err instanceof HerdError ? err : new HerdError('INTERNAL', String(err)) };
+      return { address: t.address, error: asHerdError(err) };
     }
   });
 }

@@ -2,13 +2,12 @@
 // against fake managers, and finally against a real manager.
 // Needs a build: `npx tsc -p tsconfig.build.json` (`npm test` builds first).
 
-import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, spreadByWeight, TargetError } from '../src/targets';
 import { Fake, fakeManager, Msg } from './fake-manager';
-import { CLI, startManager, tmpDir } from './helpers';
+import { CLI, freePort, herd, startManager, tmpDir } from './helpers';
 
 // ---- targets -------------------------------------------------------------------
 
@@ -83,23 +82,8 @@ const replying = (reply: (msg: Msg, send: (m: unknown) => void, sock: net.Socket
     if (r) send('ok' in r || 'event' in r ? r : { id: msg.id, ok: true, ...r });
   });
 
-/** A port nothing listens on. */
-async function deadAddress(): Promise<string> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return `127.0.0.1:${port}`;
-}
-
-interface Run { code: number | null; stdout: string; stderr: string }
-/** Runs the built CLI asynchronously (the fake managers live in this process). */
-function herd(args: string[], timeoutMs = 20000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }));
-  });
-}
+/** An address nothing listens on. */
+const deadAddress = async () => `127.0.0.1:${await freePort()}`;
 
 const STATUS = {
   state: 'idle', generation: 3, target: 2, counts: { spawning: 0, running: 1, killed: 1 },

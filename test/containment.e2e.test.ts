@@ -4,10 +4,10 @@
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { HerdClient, HerdError } from '../src/client';
+import { HerdClient } from '../src/client';
 import { isAlive, readStat } from '../src/proc';
 import { bootId, reapPredecessors } from '../src/runstate';
-import { eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { errorOf, eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
 
 jest.setTimeout(60_000);
 
@@ -53,7 +53,6 @@ async function printedPids(logDir: string, generation: number, index: number): P
   return found;
 }
 
-const errorOf = (p: Promise<unknown>) => p.then(() => { throw new Error('expected an error reply'); }, (e: HerdError) => e);
 const cgroupActive = (m: RunningManager) => !/no cgroup/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8'));
 
 describe.each([

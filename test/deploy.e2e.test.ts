@@ -5,12 +5,11 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import yaml from 'js-yaml';
 import { HerdClient } from '../src/client';
 import { isAlive } from '../src/proc';
-import { CLI, errorOf, FIXTURES, ROOT, tmpDir } from './helpers';
+import { CLI, errorOf, FIXTURES, freePort, herd, ROOT, tmpDir } from './helpers';
 
 const UNIT = path.join(ROOT, 'deploy/herd-manager.service');
 const FAKE_SSH = path.join(FIXTURES, 'fake-ssh.sh');
@@ -90,15 +89,6 @@ describe('systemd unit', () => {
   });
 });
 
-/** A port nothing listens on right now. */
-async function freePort(host: string): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, host, resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
 /** Pids of live processes whose working directory is `dir`: managers started there and their nodes. */
 function processesIn(dir: string): number[] {
   return readdirSync('/proc')
@@ -111,17 +101,6 @@ function processesIn(dir: string): number[] {
         return false;
       }
     });
-}
-
-function herd(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 describe('herd up / herd down over (fake) ssh', () => {

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readStat } from '../src/proc';
-import { CLI, eventually, FIXTURES, RunningManager, startManager, tmpDir } from './helpers';
+import { CLI, eventually, FIXTURES, herd as runHerd, RunningManager, startManager, tmpDir } from './helpers';
 
 const REQUIRE = process.env.HERD_REQUIRE_NETNS === '1';
 const SUFFIX = randomBytes(3).toString('hex');
@@ -43,19 +43,7 @@ const bridge = `hb${SUFFIX}`;
 const addr = (i: number) => `${SUBNET}.${i}`;
 
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function herd(args: string[], timeoutMs = 40000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, env: { ...process.env, HERD_TOKEN_FILE: '', MANAGER_IPS: '' } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-    );
-  });
-}
+const herd = (args: string[]) => runHerd(args, { HERD_TOKEN_FILE: '', MANAGER_IPS: '' });
 
 /** Live node processes, by the manager (parent) that started them; `gated`: still the script (not yet connected). */
 function nodesByManager(script: string, gatesDir: string): Map<number, { pid: number; gated: boolean }[]> {

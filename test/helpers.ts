@@ -1,7 +1,8 @@
-// Shared test fixtures: a real manager process on a free port, and OS checks.
+// Shared test fixtures: a real manager process on a free port, the CLI, and OS checks.
 
-import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HerdError } from '../src/client';
@@ -70,6 +71,29 @@ export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}, w
   });
 }
 
+export interface CliRun { code: number | null; stdout: string; stderr: string }
+
+/**
+ * Runs the built CLI to its end, asynchronously (a fake manager may live in this process).
+ * `env` adds to this process's; `code` is null if a signal (or the timeout) ended it.
+ */
+export function herd(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<CliRun> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** A port on `host` that nothing listens on right now. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, host, resolve));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
 /** Resolves with the HerdError a request fails with (and fails the test if it succeeds). */
 export async function errorOf(p: Promise<unknown>): Promise<HerdError> {
   try {
@@ -99,6 +123,13 @@ export function groupMembers(pgid: number): number[] {
       const s = readStat(pid);
       return s !== null && s.pgid === pgid && s.state !== 'Z' && s.state !== 'X';
     });
+}
+
+/** Resident set size in bytes (VmRSS of /proc/<pid>/status). */
+export function vmRssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]) * 1024;
 }
 
 export const FIXTURES = path.join(ROOT, 'test/fixtures');

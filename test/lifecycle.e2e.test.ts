@@ -81,6 +81,23 @@ function provokeLogLine(m: RunningManager): Promise<string> {
   });
 }
 
+/** A manager whose `count` nodes ignore SIGTERM (SIGKILL after `graceMs`), resolved once each runs its trap. */
+async function stubbornNodes(count: number, graceMs: number) {
+  const m = await manager(['--node-command', IGNORES_SIGTERM, '--kill-grace-ms', String(graceMs)]);
+  const c = await HerdClient.connect(m.address);
+  const g = await c.generate(count);
+  groups.push(...g.nodes.map((n) => n.pid));
+  const logs = g.nodes.map((n) => path.join(m.logDir, 'nodes', `gen-${g.generation}`, `node-${n.index}.log`));
+  await eventually(() => logs.every((f) => readOr(f).includes('started')), 5000, 'the nodes running their trap');
+  return { m, c, g, logs };
+}
+
+/** Sends the manager its first SIGTERM; resolves once every node (in `logs`) got and ignored its own. */
+async function firstSigterm(m: RunningManager, logs: string[]): Promise<void> {
+  m.proc.kill('SIGTERM');
+  await eventually(() => logs.every((f) => readOr(f).includes('ignoring SIGTERM')), 5000, 'SIGTERM delivered to every node');
+}
+
 const countIn = (file: string, needle: string) => readOr(file).split('\n').filter((l) => l.includes(needle)).length;
 
 describe('graceful stop', () => {
@@ -108,16 +125,10 @@ describe('graceful stop', () => {
   });
 
   test('stop accepting: while the nodes are still being killed, new connections are refused; then exit 0 once the grace period is over', async () => {
-    const m = await manager(['--node-command', IGNORES_SIGTERM, '--kill-grace-ms', '3000']);
-    const c = await HerdClient.connect(m.address);
-    const g = await c.generate(2);
-    groups.push(...g.nodes.map((n) => n.pid));
-    const logs = g.nodes.map((n) => path.join(m.logDir, 'nodes', `gen-${g.generation}`, `node-${n.index}.log`));
-    await eventually(() => logs.every((f) => readOr(f).includes('started')), 5000, 'both nodes running their trap');
+    const { m, c, g, logs } = await stubbornNodes(2, 3000);
 
-    m.proc.kill('SIGTERM');
     // The nodes got their SIGTERM (so the manager is in the middle of killing them) and ignored it.
-    await eventually(() => logs.every((f) => readOr(f).includes('ignoring SIGTERM')), 5000, 'SIGTERM delivered to both nodes');
+    await firstSigterm(m, logs);
     const refused = await new Promise<string>((resolve) => {
       const s = net.connect({ host: m.host, port: m.port });
       s.on('connect', () => {
@@ -141,16 +152,10 @@ describe('graceful stop', () => {
 });
 
 test('a second SIGTERM sends SIGKILL to every node group and exits at once, non-zero', async () => {
-  const m = await manager(['--node-command', IGNORES_SIGTERM, '--kill-grace-ms', '60000']);
-  const c = await HerdClient.connect(m.address);
-  const g = await c.generate(3);
-  groups.push(...g.nodes.map((n) => n.pid));
-  const logs = g.nodes.map((n) => path.join(m.logDir, 'nodes', `gen-${g.generation}`, `node-${n.index}.log`));
-  await eventually(() => logs.every((f) => readOr(f).includes('started')), 5000, 'the nodes running their trap');
+  const { m, c, g, logs } = await stubbornNodes(3, 60000);
   for (const n of g.nodes) expect(groupMembers(n.pid).length).toBeGreaterThanOrEqual(1);
 
-  m.proc.kill('SIGTERM');
-  await eventually(() => logs.every((f) => readOr(f).includes('ignoring SIGTERM')), 5000, 'SIGTERM delivered to every node');
+  await firstSigterm(m, logs);
   // With a 60 s grace period the first signal alone keeps waiting.
   await new Promise((r) => setTimeout(r, 300));
   expect(running(m)).toBe(true);

@@ -6,10 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import winston from 'winston';
+import { watchSpawns } from '../bench/sampler';
 import type { StatsEvent } from '../src/protocol';
 import { readStat } from '../src/proc';
 import { parseCpuTicks, percentOf, Sampler, SamplerOptions } from '../src/sampler';
-import { eventually, tmpDir } from './helpers';
+import { eventually, tmpDir, vmRssBytes } from './helpers';
 
 /** Beyond PID_MAX_LIMIT (2^22): never a live process. */
 const MISSING_PID = 0x3ffffff0;
@@ -29,12 +30,6 @@ function spyLogger(): { logger: winston.Logger; records: LogRecord[]; warnings: 
   });
   const logger = winston.createLogger({ level: 'debug', format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] });
   return { logger, records, warnings: () => records.filter((r) => r.level === 'warn') };
-}
-
-function vmRssBytes(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-  if (!m) throw new Error(`no VmRSS for ${pid}`);
-  return Number(m[1]) * 1024;
 }
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'latin1' }).trim()) || 100;
@@ -363,20 +358,7 @@ describe('per-node reading', () => {
     const { logger } = spyLogger();
     const { sampler, events } = newSampler({ intervalMs: 50, logger, nodes: gen1({ pid: busy.pid!, index: 0 }, { pid: idle.pid!, index: 1 }) });
     await sampler.start(); // getconf runs here, once per process
-    // spawn, exec, execFile and fork go through process_wrap; every *Sync variant through spawn_sync.
-    const binding = (process as unknown as { binding: (name: string) => Record<string, unknown> }).binding;
-    const proto = (binding('process_wrap').Process as { prototype: { spawn: (...a: unknown[]) => unknown } }).prototype;
-    const sync = binding('spawn_sync') as { spawn: (...a: unknown[]) => unknown };
-    const [origSpawn, origSync] = [proto.spawn, sync.spawn];
-    const started: unknown[] = [];
-    proto.spawn = function (this: unknown, ...a: unknown[]) {
-      started.push(a[0]);
-      return origSpawn.apply(this, a);
-    };
-    sync.spawn = (...a: unknown[]) => {
-      started.push(a[0]);
-      return origSync(...a);
-    };
+    const { started, restore } = watchSpawns();
     try {
       // The hooks do see a process being started.
       execFileSync('true');
@@ -388,8 +370,7 @@ describe('per-node reading', () => {
       sampler.latest();
       expect(started).toEqual([]);
     } finally {
-      proto.spawn = origSpawn;
-      sync.spawn = origSync;
+      restore();
     }
   });
 });

@@ -2,14 +2,14 @@
 // timeline (its file and the `timeline` command), `herd export`, `herd top` on a pipe
 // and on a terminal, checked against the files and against /proc.
 
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
 import { readStat } from '../src/proc';
 import type { TimelineLine, TimelineNodeChange, TimelineSample } from '../src/protocol';
 import { fakeManager, Fake } from './fake-manager';
-import { CLI, errorOf, eventually, FIXTURES, RunningManager, startManager, tmpDir } from './helpers';
+import { CLI, errorOf, eventually, FIXTURES, herd, RunningManager, startManager, tmpDir } from './helpers';
 
 jest.setTimeout(60000);
 
@@ -19,15 +19,6 @@ const readLines = (file: string): TimelineLine[] =>
 const samplesIn = (lines: TimelineLine[]) => lines.filter((l): l is TimelineSample => l.type === 'sample');
 const changesIn = (lines: TimelineLine[]) => lines.filter((l): l is TimelineNodeChange => l.type === 'node');
 const timelineOf = (m: RunningManager, generation: number) => path.join(m.logDir, 'timeline', `gen-${generation}.jsonl`);
-
-/** Runs the herd CLI to its end. */
-function herd(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
 
 /** A minimal CSV reader (quoted cells with "" escapes), enough for what export writes. */
 function parseCsv(text: string): string[][] {

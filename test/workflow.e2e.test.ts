@@ -3,34 +3,16 @@
 // (the manager's fault injection: kills through the serialised kill path, timeline lines,
 // events, reproducible choices). Assertions are on the OS (/proc), not on timing.
 
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { pick, seededRandom } from '../src/chaos';
 import { HerdClient } from '../src/client';
+import { isAlive } from '../src/proc';
 import type { ChaosEvent, ManagerEvent, TimelineLine } from '../src/protocol';
-import { CLI, errorOf, eventually, EXAMPLE_NODE, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { CLI, errorOf, eventually, EXAMPLE_NODE, FIXTURES, freePort, groupMembers, herd, RunningManager, startManager, tmpDir } from './helpers';
 
 const HOOK = path.join(FIXTURES, 'run-hook.sh');
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/^\S+ \S+ Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/\(.*\)/, 'x'));
-
-function herd(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-    );
-  });
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** Lines of the hook's output file as `key value` (first space). */
 function hookOut(file: string): Map<string, string[]> {
@@ -64,7 +46,7 @@ describe('herd run', () => {
     expect(Object.keys(JSON.parse(env.get('HERD_GENERATIONS')![0]))).toEqual([m.address]);
     // Every node was alive while the hook ran, and none is now.
     expect(env.get('alive')!.map(Number).sort()).toEqual(nodes.map((n) => n.pid).sort());
-    for (const n of nodes) expect(alive(n.pid)).toBe(false);
+    for (const n of nodes) expect(isAlive(n.pid)).toBe(false);
     // The node list file is gone with the run.
     expect(existsSync(env.get('HERD_NODES_FILE')![0])).toBe(false);
     expect(r.stderr).toMatch(/herd run: \S+ {2}generation \d+: 3 nodes connected/);
@@ -94,7 +76,7 @@ describe('herd run', () => {
     expect(await exited).toBe(130);
     // The background sleep ignores SIGINT (sh does that to background jobs): herd's SIGTERM to the group got it.
     await eventually(() => groupMembers(hook).length === 0, 5000, 'the hook\'s group to be gone');
-    for (const pid of pids) expect(alive(pid)).toBe(false);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
     expect(stderr).toMatch(/SIGINT: sending SIGINT to the hook's process group/);
     expect(stderr).toMatch(/reset: killed 2/);
   });
@@ -119,7 +101,7 @@ describe('herd run', () => {
       expect(await exited).toBe(130);
       expect(Date.now() - t0).toBeLessThan(30_000);
       expect(existsSync(out)).toBe(false);
-      for (const pid of pids) expect(alive(pid)).toBe(false);
+      for (const pid of pids) expect(isAlive(pid)).toBe(false);
       expect(stderr).toMatch(/SIGINT: resetting every manager now/);
     } finally {
       await c.close();
@@ -129,7 +111,7 @@ describe('herd run', () => {
 
   test('a generate that fails on one manager: no hook, the others are reset, exit 1', async () => {
     const out = path.join(tmpDir(), 'hook.out');
-    const down = `127.0.0.1:${await closedPort()}`;
+    const down = `127.0.0.1:${await freePort()}`;
     const r = await herd(['run', '2', '--manager', m.address, '--manager', down, '--connect-timeout', '2000', '--', HOOK], { HOOK_OUT: out });
     expect(r.code).toBe(1);
     expect(existsSync(out)).toBe(false);
@@ -186,9 +168,9 @@ describe('chaos', () => {
     expect(kills.length % 2).toBe(0);
     expect(new Set(kills.map((k) => k.index)).size).toBe(kills.length);
     await eventually(async () => (await c.status()).counts.killed === kills.length, 10_000, 'the kills to be reaped');
-    for (const k of kills) expect(alive(k.pid)).toBe(false);
+    for (const k of kills) expect(isAlive(k.pid)).toBe(false);
     const killedPids = new Set(kills.map((k) => k.pid));
-    for (const n of nodes) expect(alive(n.pid)).toBe(!killedPids.has(n.pid));
+    for (const n of nodes) expect(isAlive(n.pid)).toBe(!killedPids.has(n.pid));
     // Each node killed went through the ordinary kill: stopping, then killed with an outcome.
     const lines = await timeline(generation);
     const chaosLines = lines.filter((l) => l.type === 'chaos');
