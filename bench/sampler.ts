@@ -2,7 +2,9 @@
 // writer) run in this process at 1 Hz over live processes the bench started, against
 // the previous per-node read (readFileSync of /proc/<pid>/stat, parsed as text) at the
 // same rate over the same pids, both after a warm-up. CPU is this process's own
-// (process.cpuUsage), which is otherwise idle during each window. Every process started
+// (process.cpuUsage); what it spends with nothing to do (idle windows of the same
+// length, each after 5 s of quiet, before, between and after the measured ones) is
+// measured too, and the smaller neighbour subtracted, so `pct` is the sampling's own. Every process started
 // during the herd windows is counted at the lowest level Node has (the process_wrap and
 // spawn_sync bindings).
 
@@ -12,30 +14,53 @@ import { Sampler } from '../src/sampler';
 import { Timeline } from '../src/timeline';
 import { round, sleep } from './common';
 
+/** `pct`: CPU of the sampling as % of one core, net of `idlePct` (this process idle, just before); per sample in ms, net too. */
+export interface Cost { pct: number; grossPct: number; idlePct: number; msPerSample: number; samples: number }
+
 export interface SamplerCost {
   nodes: number;
   windowS: number;
-  /** CPU of the sampling as % of one core, and per sample in ms. */
-  herd: { pct: number; msPerSample: number; samples: number };
-  herdWithTimeline: { pct: number; msPerSample: number; samples: number };
-  readFileSync: { pct: number; msPerSample: number; samples: number };
+  herd: Cost;
+  herdWithTimeline: Cost;
+  readFileSync: Cost;
+  /** The idle windows, in order (before the readFileSync window, between the measured ones, after the last). */
+  idlePct: number[];
   /** Processes started while the sampler ran (must be 0). */
   spawned: number;
 }
 
-/** CPU this process used while `run` went on for `windowS` seconds, as % of a core and ms per tick. */
-async function cpuOf(windowS: number, ticks: () => number, start: () => Promise<void> | void, stop: () => Promise<void> | void) {
-  await start();
+/** Quiet time before an idle window. */
+const SETTLE_MS = 5000;
+
+/** CPU this process used in `windowS` seconds, as % of one core. */
+async function cpuPctOver(windowS: number): Promise<number> {
   const t0 = process.hrtime.bigint();
   const c0 = process.cpuUsage();
-  const n0 = ticks();
   await sleep(windowS * 1000);
   const c = process.cpuUsage(c0);
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return ((c.user + c.system) / 1000 / 1000 / (Number(process.hrtime.bigint() - t0) / 1e9)) * 100;
+}
+
+/** This process with nothing to do, after what ran before (a warm-up, the last window) has settled. */
+async function idleWindow(windowS: number): Promise<number> {
+  await sleep(SETTLE_MS);
+  return cpuPctOver(windowS);
+}
+
+/**
+ * The CPU of what runs between `start` and `stop` (ticking `ticks`) for `windowS` seconds,
+ * as % of a core and ms per tick; net of `idlePct` once the idle windows around it are known.
+ */
+async function cpuOf(windowS: number, ticks: () => number, start: () => Promise<void> | void, stop: () => Promise<void> | void) {
+  await start();
+  const n0 = ticks();
+  const grossPct = await cpuPctOver(windowS);
   const samples = ticks() - n0;
   await stop();
-  const cpuMs = (c.user + c.system) / 1000;
-  return { pct: round((cpuMs / 1000 / seconds) * 100, 3), msPerSample: round(cpuMs / Math.max(1, samples), 3), samples };
+  return (idlePct: number): Cost => {
+    const pct = Math.max(0, grossPct - idlePct);
+    return { pct: round(pct, 3), grossPct: round(grossPct, 3), idlePct: round(idlePct, 3), msPerSample: round((pct * 10 * windowS) / Math.max(1, samples), 3), samples };
+  };
 }
 
 /**
@@ -76,7 +101,11 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
     baseTicks++;
   };
   for (let i = 0; i < 30; i++) baseline(); // warm-up: JIT, dentry cache
-  const readFileSyncCost = await cpuOf(windowS, () => baseTicks, () => void (timer = setInterval(baseline, 1000)), () => clearInterval(timer));
+  // Idle windows before, between and after the measured ones; each measurement is net of
+  // the smaller of its two neighbours (the larger would flatter it).
+  const idle = [await idleWindow(windowS)];
+  const readFileSyncCost = await cpuOf(windowS, () => baseTicks, () => void (timer = setInterval(baseline, 1000)), () => clearInterval(timer!));
+  idle.push(await idleWindow(windowS));
 
   // Warm-up: 30 samples in 1.5 s, so that what is measured is the optimised code of a manager that has run a while.
   const warm = new Sampler({ intervalMs: 50, logFile: null, nodes: live, logger });
@@ -111,6 +140,17 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
     return { cost, spawned };
   };
   const herd = await run(false);
+  idle.push(await idleWindow(windowS));
   const withTimeline = await run(true);
-  return { nodes: pids.length, windowS, herd: herd.cost, herdWithTimeline: withTimeline.cost, readFileSync: readFileSyncCost, spawned: herd.spawned + withTimeline.spawned };
+  idle.push(await idleWindow(windowS));
+  const net = (i: number) => Math.min(idle[i], idle[i + 1]);
+  return {
+    nodes: pids.length,
+    windowS,
+    herd: herd.cost(net(1)),
+    herdWithTimeline: withTimeline.cost(net(2)),
+    readFileSync: readFileSyncCost(net(0)),
+    idlePct: idle.map((x) => round(x, 3)),
+    spawned: herd.spawned + withTimeline.spawned,
+  };
 }

@@ -95,6 +95,8 @@ export class Containment {
   reaped(pid: number, generation: number, index: number): number {
     this.journal.remove(pid);
     if (!this.cgroups) return 0;
+    // Usually the node was alone in its cgroup, and the rmdir succeeds: nothing escaped.
+    if (this.cgroups.remove(generation, index)) return 0;
     const escaped = this.cgroups.kill(generation, index, pid);
     if (!this.cgroups.remove(generation, index)) this.unremoved.push({ generation, index });
     return escaped;

@@ -78,6 +78,34 @@ describe('NodeOutput', () => {
     }
   });
 
+  test('a quiet file is checked less often, yet rotated within 8 checks once it grows past the limit; a growing one at the first check', async () => {
+    const { output, fd, file } = setup(1000);
+    const check = () => (output as unknown as { check(): Promise<void> }).check();
+    try {
+      // Quiet for 40 checks: the backoff is at its longest.
+      for (let i = 0; i < 40; i++) await check();
+      writeSync(fd, 'x'.repeat(1500));
+      let checks = 0;
+      while (!existsSync(`${file}.1`)) {
+        if (++checks > 8) throw new Error('not rotated within 8 checks of growing past the limit');
+        await check();
+      }
+      expect(statSync(`${file}.1`).size).toBe(1500);
+      // Growing at every check from now on: never skipped, so rotated at the first check past the limit.
+      for (const size of [400, 800]) {
+        writeSync(fd, 'y'.repeat(400));
+        await check();
+        expect(statSync(file).size).toBe(size);
+      }
+      writeSync(fd, 'y'.repeat(400));
+      await check();
+      expect(statSync(`${file}.1`).size).toBe(1200);
+      expect(statSync(file).size).toBe(0);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   test('unknown generations and indexes get UNKNOWN_NODE with what is known', async () => {
     const { output, fd } = setup(0);
     closeSync(fd);
