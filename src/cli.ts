@@ -206,6 +206,9 @@ function reportGenerate({ outcomes, wait, ns, seen }: GenerateOutcomes, json: bo
   return outcomes.some((o) => o.error) ? 1 : 0;
 }
 
+/** Commands whose fan-out shows a FanoutProgress line on a terminal. */
+const PROGRESS_LINE = new Set(['status', 'stats', 'reset', 'kill', 'ping', 'chaos', 'up', 'down']);
+
 const simple = <T>(fn: (c: HerdClient) => Promise<T>, show: (r: T) => string[]): Command['run'] =>
   async (values, _p, targets, conn) => report(await onEach(targets, conn, fn), values.json === true, show);
 
@@ -603,6 +606,8 @@ export async function main(argv: string[]): Promise<number | undefined> {
       connectTimeoutMs: uint('--connect-timeout', values['connect-timeout'] as string | undefined),
       commandTimeoutMs,
       fanout,
+      // The commands that answer once; generate draws its own progress, the following ones stream.
+      progress: PROGRESS_LINE.has(name) && values.json !== true ? name : undefined,
     };
     return await cmd.run(values, positionals, targets, conn, dashes < 0 ? [] : rest.slice(dashes + 1));
   } catch (err) {

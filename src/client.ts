@@ -29,6 +29,8 @@ export interface ConnectOptions {
   token?: string;
   client?: string;
   connectTimeoutMs?: number;
+  /** Abandons the connect and its `hello` (closing the socket at once): for a caller whose own deadline ran out. */
+  signal?: AbortSignal;
   /** Largest reply frame accepted. Replies (status of a big herd) may exceed the manager's own inbound limit. */
   maxFrame?: number;
 }
@@ -89,28 +91,40 @@ export class HerdClient extends EventEmitter {
       throw new HerdError('BAD_ARGUMENT', (err as Error).message);
     }
     const timeoutMs = opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    const { signal } = opts;
+    const abandoned = () => new HerdError('CLOSED', `connection to ${target.address} abandoned`);
+    if (signal?.aborted) throw abandoned();
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s = net.connect({ host: target.host, port: target.port });
-      const fail = (why: string) => {
+      const fail = (err: HerdError) => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         s.destroy();
-        reject(new HerdError('UNREACHABLE', why));
+        reject(err);
       };
-      const timer = setTimeout(() => fail(`no connection within ${timeoutMs} ms`), timeoutMs);
-      s.once('error', (err) => fail(err.message));
+      const onAbort = () => fail(abandoned());
+      const timer = setTimeout(() => fail(new HerdError('UNREACHABLE', `no connection within ${timeoutMs} ms`)), timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      s.once('error', (err) => fail(new HerdError('UNREACHABLE', err.message)));
       s.once('connect', () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         s.removeAllListeners('error');
         resolve(s);
       });
     });
     const client = new HerdClient(socket, target.address, opts.maxFrame ?? 64 * DEFAULTS.maxFrame);
     if (opts.token !== undefined || opts.client !== undefined) {
+      // A manager that accepts but never answers the hello must not hold the caller past its deadline.
+      const onAbort = () => socket.destroy();
+      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         await client.hello({ token: opts.token, client: opts.client });
       } catch (err) {
         await client.close();
         throw err;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
       }
     }
     return client;

@@ -4,6 +4,7 @@
 
 import { ConnectOptions, HerdClient, HerdError } from './client';
 import { mapLimit } from './pool';
+import { FanoutProgress } from './progress';
 import { plural, toJson } from './table';
 import type { Target } from './targets';
 
@@ -31,6 +32,8 @@ export interface FleetOptions extends ConnectOptions {
   fanout?: number;
   /** Per host, from connecting to the answer (--command-timeout); none: the client's per-request defaults. */
   commandTimeoutMs?: number;
+  /** Shows a FanoutProgress line with this label on a terminal (stderr) while the hosts answer. */
+  progress?: string;
 }
 
 /** Default --fanout, as clush's. */
@@ -41,13 +44,31 @@ export const FANOUT = 32;
  * silence never holds up another beyond its own deadline. Outcomes keep the targets' order.
  */
 export function onEach<T>(targets: Target[], conn: FleetOptions, fn: (c: HerdClient, address: string) => Promise<T>): Promise<Outcome<T>[]> {
-  return mapLimit(targets, conn.fanout ?? FANOUT, (t) => onOne(t.address, conn, fn));
+  return withProgress(conn, targets.length, (done) =>
+    mapLimit(targets, conn.fanout ?? FANOUT, async (t) => {
+      const outcome = await onOne(t.address, conn, fn);
+      done(outcome);
+      return outcome;
+    }),
+  );
+}
+
+/** Runs a fan-out of `total` hosts, with conn.progress's line on a terminal while it lasts. */
+export async function withProgress<T>(conn: FleetOptions, total: number, run: (done: (o: Outcome<T>) => void) => Promise<Outcome<T>[]>): Promise<Outcome<T>[]> {
+  const progress = conn.progress !== undefined ? new FanoutProgress(process.stderr, conn.progress, total) : null;
+  try {
+    return await run((o) => progress?.host(!o.error));
+  } finally {
+    progress?.finish();
+  }
 }
 
 async function onOne<T>(address: string, conn: FleetOptions, fn: (c: HerdClient, address: string) => Promise<T>): Promise<Outcome<T>> {
   let client: HerdClient | undefined;
+  // Past the deadline, a connect or hello still under way is abandoned, not left to its own timeouts.
+  const abandon = new AbortController();
   const work = (async () => {
-    client = await HerdClient.connect(address, conn);
+    client = await HerdClient.connect(address, { ...conn, signal: abandon.signal });
     return fn(client, address);
   })();
   let timer: NodeJS.Timeout | undefined;
@@ -57,6 +78,7 @@ async function onOne<T>(address: string, conn: FleetOptions, fn: (c: HerdClient,
     if (deadline === undefined) return;
     timer = setTimeout(() => {
       timedOut = true;
+      abandon.abort();
       reject(new HerdError('CLIENT_TIMEOUT', `no answer within ${deadline} ms (--command-timeout)`));
     }, deadline);
   });

@@ -1,8 +1,12 @@
-// Progress of `herd generate`, from the `node` events of each manager: how many
-// nodes have started and connected, out of N, per host. On a terminal it is one
-// line per host redrawn in place; elsewhere (a log, CI) a plain line per host
-// when its counts change, at most once a second. Written to stderr, so stdout
-// keeps only the results.
+// Progress on stderr (stdout keeps only the results).
+//
+// GenerateProgress: `herd generate`, from the `node` events of each manager: how
+// many nodes have started and connected, out of N, per host. On a terminal it is
+// one line per host redrawn in place; elsewhere (a log, CI) a plain line per host
+// when its counts change, at most once a second.
+//
+// FanoutProgress: any other fan-out over hosts (status, reset, up, ...): one line
+// on a terminal, how many hosts have answered, once it has taken half a second.
 
 import type { NodeEvent, WaitMode } from './protocol';
 import { duration, plural } from './table';
@@ -131,5 +135,46 @@ export class GenerateProgress {
   private erase(): void {
     if (this.drawn > 0) this.stream.write(`\x1b[${this.drawn}F\x1b[J`);
     this.drawn = 0;
+  }
+}
+
+/** Quiet this long first: most fan-outs are over before a line would be worth drawing. */
+const FANOUT_DELAY_MS = 500;
+
+export class FanoutProgress {
+  private readonly started = Date.now();
+  private readonly timer: NodeJS.Timeout | null = null;
+  private answered = 0;
+  private failed = 0;
+  private drawn = false;
+
+  /** Draws only on a terminal; elsewhere every method does nothing. */
+  constructor(
+    private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
+    private readonly label: string,
+    private readonly total: number,
+  ) {
+    if (!stream.isTTY) return;
+    this.timer = setInterval(() => Date.now() - this.started >= FANOUT_DELAY_MS && this.draw(), REDRAW_MS);
+    this.timer.unref();
+  }
+
+  /** A host answered (`ok`) or failed (an error, unreachable, timed out). */
+  host(ok: boolean): void {
+    this.answered++;
+    if (!ok) this.failed++;
+  }
+
+  /** Stops and clears the line, leaving the terminal clean for the results. */
+  finish(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.drawn) this.stream.write('\r\x1b[2K');
+  }
+
+  private draw(): void {
+    const failed = this.failed > 0 ? ` (${this.failed} not ok)` : '';
+    const waiting = this.total - this.answered;
+    this.stream.write(`\r\x1b[2K${this.label}: ${this.answered}/${this.total} hosts answered${failed}, waiting for ${waiting}  ${duration(Date.now() - this.started)}`);
+    this.drawn = true;
   }
 }

@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { HerdClient, HerdError, ConnectOptions } from './client';
-import { asHerdError, Outcome } from './fleet';
+import { asHerdError, FleetOptions, Outcome, withProgress } from './fleet';
 import { mapLimit } from './pool';
 import { Target } from './targets';
 
@@ -177,15 +177,20 @@ async function downOne(t: Target, conn: ConnectOptions, opts: SshOptions): Promi
 }
 
 /** `herd up` (start) or `herd down` (stop) on every target; one host's failure never holds up another. */
-export function upDown(which: 'up' | 'down', targets: Target[], conn: ConnectOptions, opts: SshOptions): Promise<UpOutcome[]> {
+export function upDown(which: 'up' | 'down', targets: Target[], conn: FleetOptions, opts: SshOptions): Promise<UpOutcome[]> {
   const one = which === 'up' ? upOne : downOne;
-  return mapLimit(targets, opts.fanout, async (t): Promise<UpOutcome> => {
-    try {
-      return { address: t.address, result: await one(t, conn, opts) };
-    } catch (err) {
-      return { address: t.address, error: asHerdError(err) };
-    }
-  });
+  return withProgress(conn, targets.length, (done) =>
+    mapLimit(targets, opts.fanout, async (t): Promise<UpOutcome> => {
+      let outcome: UpOutcome;
+      try {
+        outcome = { address: t.address, result: await one(t, conn, opts) };
+      } catch (err) {
+        outcome = { address: t.address, error: asHerdError(err) };
+      }
+      done(outcome);
+      return outcome;
+    }),
+  );
 }
 
 export function showUp(r: UpResult): string[] {

@@ -219,6 +219,14 @@ describe('cli', () => {
     expect(r.stdout).toMatch(/^fleet: target 2 {2}spawning 0 {2}running 1 {2}killed 1$/m);
     const j = JSON.parse((await herd(['status', '--json', '--command-timeout', '1500', '--manager', silent.address])).stdout);
     expect(j[silent.address]).toMatchObject({ error: { code: 'CLIENT_TIMEOUT' }, status: 'timed out' });
+    // With a token the silent one is stuck in the hello: the deadline abandons that too, and
+    // the command exits then, not when the hello's own 60 s timeout would have run out.
+    const token = path.join(tmpDir(), 'token');
+    writeFileSync(token, 's3cret\n', { mode: 0o600 });
+    const t2 = Date.now();
+    const withHello = await herd(['status', '--token-file', token, '--command-timeout', '500', '--manager', silent.address]);
+    expect(withHello.stdout).toBe(`${silent.address}  error CLIENT_TIMEOUT: no answer within 500 ms (--command-timeout)\n`);
+    expect(Date.now() - t2).toBeLessThan(15000);
     for (const bad of [['--fanout', '0'], ['--command-timeout', '0'], ['--fanout', 'x']]) expect((await herd(['ping', ...bad])).code).toBe(2);
   });
 

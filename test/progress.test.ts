@@ -1,11 +1,12 @@
-// `herd generate` progress: the counting and rendering of GenerateProgress fed
-// plain events, then the real CLI on a pseudo-terminal (util-linux `script`)
-// against a real manager.
+// Progress: the counting and rendering of GenerateProgress fed plain events, then
+// the real CLI on a pseudo-terminal (util-linux `script`) against a real manager;
+// FanoutProgress, the one line of the other fan-outs, alone and in the CLI.
 
 import { execFile } from 'node:child_process';
 import { Writable } from 'node:stream';
-import { GenerateProgress } from '../src/progress';
+import { FanoutProgress, GenerateProgress } from '../src/progress';
 import type { NodeEvent, NodeState } from '../src/protocol';
+import { fakeManager } from './fake-manager';
 import { CLI, startManager } from './helpers';
 
 class Capture extends Writable {
@@ -95,4 +96,51 @@ test('real manager on a pseudo-terminal: progress redrawn on stderr, results and
   } finally {
     await m.stop();
   }
+});
+
+describe('FanoutProgress', () => {
+  test('on a terminal: nothing for half a second, then one line redrawn in place, cleared at the end', async () => {
+    const out = new Capture(true);
+    const p = new FanoutProgress(out, 'status', 3);
+    p.host(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(out.text).toBe('');
+    p.host(false);
+    await new Promise((r) => setTimeout(r, 450));
+    p.finish();
+    const draws = out.text.split('\r\x1b[2K').filter(Boolean);
+    expect(draws.length).toBeGreaterThanOrEqual(1);
+    expect(draws[0]).toMatch(/^status: 2\/3 hosts answered \(1 not ok\), waiting for 1 {2}\S+$/);
+    expect(out.text.endsWith('\r\x1b[2K')).toBe(true);
+  });
+
+  test('not on a terminal: nothing at all', async () => {
+    const out = new Capture(false);
+    const p = new FanoutProgress(out, 'status', 2);
+    await new Promise((r) => setTimeout(r, 700));
+    p.finish();
+    expect(out.text).toBe('');
+  });
+
+  test('the CLI on a pseudo-terminal: a slow fleet shows the line, then the results on a clean line; --json shows none', async () => {
+    const hello = { protocol: 1, manager: { version: 'x', hostname: 'fake', pid: 1, address: '127.0.0.1:1' } };
+    const fast = await fakeManager((msg, send) => send({ id: msg.id, ok: true, ...(msg.cmd === 'hello' ? hello : { pong: true, time: Date.now() }) }));
+    const slow = await fakeManager((msg, send) => void setTimeout(() => send({ id: msg.id, ok: true, pong: true, time: Date.now() }), 1500));
+    try {
+      const run = (extra: string) =>
+        new Promise<string>((resolve, reject) =>
+          execFile('script', ['-qec', `${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} ping --manager ${fast.address} --manager ${slow.address}${extra}`, '/dev/null'], { timeout: 30_000 }, (err, stdout) =>
+            err ? reject(err) : resolve(stdout),
+          ),
+        );
+      const text = await run('');
+      expect(text).toContain('ping: 1/2 hosts answered, waiting for 1');
+      const after = text.slice(text.lastIndexOf('\x1b[2K') + 4).split(/\r?\n/).filter(Boolean);
+      expect(after[0]).toMatch(new RegExp(`^${fast.address.replace(/\./g, '\\.')} {2}pong`));
+      expect(after[after.length - 1]).toBe('2 hosts: 2 ok');
+      expect(await run(' --json')).not.toContain('hosts answered');
+    } finally {
+      await Promise.all([fast.close(), slow.close()]);
+    }
+  });
 });
