@@ -712,6 +712,7 @@ async function main(): Promise<void> {
     row(`  per sample, CPU ms`, fmt(sampler.herd.msPerSample, 2), fmt(sampler.readFileSync.msPerSample, 2));
     row(`  gross, with this process's idle CPU (${fmt(sampler.herd.idlePct, 2)} %), % core`, fmt(sampler.herd.grossPct, 2), fmt(sampler.readFileSync.grossPct, 2));
     row(`  with the timeline written, % core`, fmt(sampler.herdWithTimeline.pct, 2));
+    row(`  longest event-loop delay while sampling, ms`, fmt(sampler.loopMaxMs, 2));
     row(`  processes started while sampling`, String(sampler.spawned));
   }
 

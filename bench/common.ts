@@ -8,6 +8,7 @@ import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { MANAGER_NODE_FLAGS } from '../src/config';
 import { readStat } from '../src/proc';
 
 /** The repository root: the first directory above this file that holds package.json. */
@@ -129,11 +130,12 @@ export interface StartOptions {
   onStdoutLine?: (line: string) => void;
 }
 
-/** Starts `herd manager --host 127.0.0.1 --port 0 --log-dir <logDir> [args]` and waits for its `listening` line. */
+/** Starts `herd manager --host 127.0.0.1 --port 0 --log-dir <logDir> [args]` (with the node flags bin/herd adds) and waits for its `listening` line. */
 export function startManager(args: string[], logDir: string, start: StartOptions = {}): Promise<Manager> {
   if (!existsSync(CLI)) return Promise.reject(new Error(`${CLI} is missing: run \`npm run build\` first`));
   const env = start.env ?? process.env;
-  const fullArgs = [...(start.nodeFlags ?? []), CLI, 'manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', logDir, ...args];
+  // As bin/herd starts it (MANAGER_NODE_FLAGS), so that the figures are those of the manager users run.
+  const fullArgs = [...MANAGER_NODE_FLAGS, ...(start.nodeFlags ?? []), CLI, 'manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', logDir, ...args];
   const proc = spawn(process.execPath, fullArgs, { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';

@@ -8,6 +8,7 @@
 // during the herd windows is counted at the lowest level Node has (the process_wrap and
 // spawn_sync bindings).
 
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import winston from 'winston';
 import { readStat } from '../src/proc';
 import { Sampler } from '../src/sampler';
@@ -25,9 +26,14 @@ export interface SamplerCost {
   readFileSync: Cost;
   /** The idle windows, in order (before the readFileSync window, between the measured ones, after the last). */
   idlePct: number[];
+  /** The longest the event loop waited while herd's sampler ran (a 1 ms timer's worst delay). */
+  loopMaxMs: number;
   /** Processes started while the sampler ran (must be 0). */
   spawned: number;
 }
+
+/** How long the event-loop delay is watched after a measured window (a few samples). */
+const LOOP_WINDOW_MS = 4000;
 
 /** Quiet time before an idle window. */
 const SETTLE_MS = 5000;
@@ -123,6 +129,9 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
     }
     let spawned = 0;
     let watch: ReturnType<typeof watchSpawns> | undefined;
+    // How long a sample holds the event loop: the longest delay of a 1 ms timer, over a few
+    // samples after the CPU window (the timer's own wake-ups would count in that window).
+    const loop = monitorEventLoopDelay({ resolution: 1 });
     const cost = await cpuOf(
       windowS,
       () => samples,
@@ -132,12 +141,15 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
         watch = watchSpawns();
       },
       async () => {
+        loop.enable();
+        await sleep(LOOP_WINDOW_MS);
+        loop.disable();
         watch?.restore();
         spawned = watch?.started.length ?? 0;
         await sampler.stop();
       },
     );
-    return { cost, spawned };
+    return { cost, spawned, loopMaxMs: round(loop.max / 1e6, 2) };
   };
   const herd = await run(false);
   idle.push(await idleWindow(windowS));
@@ -151,6 +163,7 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
     herdWithTimeline: withTimeline.cost(net(2)),
     readFileSync: readFileSyncCost(net(0)),
     idlePct: idle.map((x) => round(x, 3)),
+    loopMaxMs: herd.loopMaxMs,
     spawned: herd.spawned + withTimeline.spawned,
   };
 }

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Chaos } from './chaos';
-import { ConfigError, MANAGER_USAGE, parseManagerArgs } from './config';
+import { ConfigError, MANAGER_NODE_FLAGS, MANAGER_USAGE, parseManagerArgs } from './config';
 import { Containment } from './containment';
 import { Dashboard } from './dashboard';
 import { Launcher } from './launcher';
@@ -166,6 +166,8 @@ export async function runManager(argv: string[]): Promise<void> {
   installLifecycle({ logger, server, supervisor, sampler, timeline, launcher, containment, nodeOutput });
   process.stdout.write(`listening ${address}\n`);
   logger.info(`herd ${VERSION} manager pid ${process.pid} listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
+  const missing = MANAGER_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
+  if (missing.length > 0) logger.info(`node runs without ${missing.join(' ')}: the manager's memory grows more with its nodes; start it with bin/herd (npx herd, node_modules/.bin/herd) or pass the flag to node`);
   logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}`);
 }
 

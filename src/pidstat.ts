@@ -21,11 +21,15 @@ export interface PidEntry {
   ticks: number;
   /** Resident set size in pages, as of the last read. */
   rssPages: number;
+  /** When it was last read (performance.now(), ms). */
+  at: number;
   /**
-   * Ticks at the start of the current window, kept by the caller. A new entry
-   * starts at 0: its process was forked inside the window, with no CPU time yet.
+   * Ticks at the start of the current window, and when that was. A new entry
+   * starts at 0 ticks at the window's start: its process was forked inside the
+   * window, with no CPU time yet.
    */
   base: number;
+  baseAt: number;
   fd: number;
   /** Pass in which it was last listed; entries not listed in a pass are closed. */
   pass: number;
@@ -59,14 +63,16 @@ export class PidStats {
   }
 
   /**
-   * Reads `pid`: its entry with fresh `ticks` and `rssPages`, or null if the
-   * process is gone or a zombie. Throws only for errors other than "no such
-   * process" (EMFILE when out of descriptors, for one).
+   * Reads `pid` at time `at`: its entry with fresh `ticks` and `rssPages`, or null
+   * if the process is gone or a zombie; a new entry's window starts at
+   * `windowStart`. Throws only for errors other than "no such process" (EMFILE
+   * when out of descriptors, for one).
    */
-  read(pid: number): PidEntry | null {
+  read(pid: number, at: number, windowStart: number): PidEntry | null {
     const entry = this.entries.get(pid);
     if (entry !== undefined) {
       const r = this.parse(entry);
+      entry.at = at;
       if (r === Read.Ok) return entry;
       // A zombie keeps its descriptor until the pid leaves the list.
       if (r === Read.Zombie) return null;
@@ -80,14 +86,18 @@ export class PidStats {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
-    const fresh: PidEntry = { ticks: 0, rssPages: 0, base: 0, fd, pass: this.pass };
+    const fresh: PidEntry = { ticks: 0, rssPages: 0, at, base: 0, baseAt: windowStart, fd, pass: this.pass };
     this.entries.set(pid, fresh);
     return this.parse(fresh) === Read.Ok ? fresh : null;
   }
 
-  /** Starts the next window: each entry read in this pass takes its current ticks as its base. */
+  /** Starts the next window: each entry read in this pass takes its current ticks and time as its base. */
   commit(): void {
-    for (const entry of this.entries.values()) if (entry.pass === this.pass) entry.base = entry.ticks;
+    for (const entry of this.entries.values()) {
+      if (entry.pass !== this.pass) continue;
+      entry.base = entry.ticks;
+      entry.baseAt = entry.at;
+    }
   }
 
   closeAll(): void {

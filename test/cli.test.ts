@@ -2,12 +2,14 @@
 // against fake managers, and finally against a real manager.
 // Needs a build: `npx tsc -p tsconfig.build.json` (`npm test` builds first).
 
-import { existsSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { MANAGER_NODE_FLAGS } from '../src/config';
 import { parseAddress, parseHostsFile, readTokenFile, resolveTargets, spreadByWeight, TargetError } from '../src/targets';
 import { Fake, fakeManager, Msg } from './fake-manager';
-import { CLI, freePort, herd, startManager, tmpDir } from './helpers';
+import { CLI, freePort, herd, ROOT, startManager, tmpDir } from './helpers';
 
 // ---- targets -------------------------------------------------------------------
 
@@ -349,5 +351,27 @@ test('real manager: generate 3 --wait connected, status shows 3 running, reset k
     expect(reset).toEqual({ code: 0, stdout: `${m.address}  killed 3  (terminated 3, killed after grace 0, had exited 0)\n`, stderr: '' });
   } finally {
     await m.stop();
+  }
+});
+
+test('bin/herd, reached through a symlink as npm links it: runs the CLI, and the manager with MANAGER_NODE_FLAGS', async () => {
+  const dir = tmpDir();
+  const link = path.join(dir, 'herd');
+  symlinkSync(path.join(ROOT, 'bin', 'herd'), link);
+  const version = await new Promise<string>((resolve, reject) => execFile(link, ['--version'], (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  expect(version.trim()).toBe(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
+  const proc = spawn(link, ['manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', path.join(dir, 'logs'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout!.on('data', (d) => /^listening /m.test(String(d)) && resolve());
+      proc.on('exit', (code) => reject(new Error(`exited with ${code}`)));
+    });
+    // The script exec'd node: same pid, node's command line with the flags before the CLI.
+    const argv = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0');
+    expect(argv.slice(1, 2 + MANAGER_NODE_FLAGS.length)).toEqual([...MANAGER_NODE_FLAGS, CLI]);
+    expect(readFileSync(path.join(dir, 'logs', 'manager.log'), 'utf8')).not.toMatch(/node runs without/);
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise((resolve) => proc.once('exit', resolve));
   }
 });

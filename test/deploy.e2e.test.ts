@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from
 import path from 'node:path';
 import yaml from 'js-yaml';
 import { HerdClient } from '../src/client';
+import { MANAGER_NODE_FLAGS } from '../src/config';
 import { isAlive } from '../src/proc';
 import { CLI, errorOf, FIXTURES, freePort, herd, ROOT, tmpDir } from './helpers';
 
@@ -70,6 +71,8 @@ describe('systemd unit', () => {
       .split(/\s+/)
       .flatMap((w) => (/^\$[A-Z_]+$/.test(w) ? (vars[w.slice(1)] ?? '').split(/\s+/).filter(Boolean) : [w.replace(/\$\{([A-Z_]+)\}/g, (_, v) => vars[v])]));
     expect(argv[0]).toBe('/usr/bin/node');
+    // The manager's node flags, as bin/herd passes them.
+    expect(argv.slice(1, 1 + MANAGER_NODE_FLAGS.length)).toEqual(MANAGER_NODE_FLAGS);
     const proc = spawn(process.execPath, argv.slice(1), { cwd: dir, env: { ...process.env, ...vars }, stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
     let stdout = '';
@@ -269,7 +272,7 @@ describe('Kubernetes DaemonSet', () => {
     expect(pod.hostNetwork).toBe(true);
     const grace = Number(manager.args.find((a: string) => a.startsWith('--kill-grace-ms=')).split('=')[1]);
     expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThanOrEqual(grace + 10_000);
-    expect(manager.command.slice(0, 3)).toEqual(['node', '/opt/herd/dist/src/cli.js', 'manager']);
+    expect(manager.command).toEqual(['node', ...MANAGER_NODE_FLAGS, '/opt/herd/dist/src/cli.js', 'manager']);
     const tokenArg = manager.args.find((a: string) => a.startsWith('--token-file='));
     const mount = manager.volumeMounts.find((m: any) => tokenArg.slice('--token-file='.length).startsWith(`${m.mountPath}/`));
     const volume = pod.volumes.find((v: any) => v.name === mount.name);

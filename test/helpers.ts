@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HerdError } from '../src/client';
+import { MANAGER_NODE_FLAGS } from '../src/config';
 import { readStat } from '../src/proc';
 
 export const ROOT = path.resolve(__dirname, '..');
@@ -34,7 +35,8 @@ export function tmpDir(prefix = 'herd-test-'): string {
  */
 export function startManager(args: string[] = [], env: NodeJS.ProcessEnv = {}, wrapper: string[] = []): Promise<RunningManager> {
   const logDir = args.includes('--log-dir') ? args[args.indexOf('--log-dir') + 1] : tmpDir();
-  const fullArgs = [CLI, 'manager', '--host', '127.0.0.1', '--port', '0', ...(args.includes('--log-dir') ? [] : ['--log-dir', logDir]), ...args];
+  // The node flags bin/herd gives a manager: the tests run what users run.
+  const fullArgs = [...MANAGER_NODE_FLAGS, CLI, 'manager', '--host', '127.0.0.1', '--port', '0', ...(args.includes('--log-dir') ? [] : ['--log-dir', logDir]), ...args];
   const [command, ...commandArgs] = [...wrapper, process.execPath, ...fullArgs];
   const proc = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -353,6 +353,29 @@ describe('per-node reading', () => {
     expect(statFds()).toEqual(before);
   });
 
+  test('a sample of many nodes yields to the event loop between slices, and still reads every node', async () => {
+    const { logger } = spyLogger();
+    // 450 listed nodes (this process, under as many indexes): three slices.
+    const listed = Array.from({ length: 450 }, (_, index) => ({ pid: process.pid, index }));
+    const order: string[] = [];
+    const { sampler, events } = newSampler({
+      intervalMs: 60_000,
+      logger,
+      nodes: () => {
+        // Queued when the sample lists its nodes: runs before the sample ends only if the sample yields.
+        setImmediate(() => order.push('other work'));
+        return { generation: 1, nodes: listed };
+      },
+    });
+    await sampler.start();
+    await new Promise((resolve) => setImmediate(resolve)); // the baseline's own listing
+    order.length = 0;
+    sampler.on('sample', () => order.push('sample'));
+    await (sampler as unknown as { sampleOnce(): Promise<void> }).sampleOnce();
+    expect(order).toEqual(['other work', 'sample']);
+    expect(events.at(-1)!.nodes.map((n) => n.index)).toEqual(listed.map((n) => n.index));
+  });
+
   test('no process is started per sample: every way Node has to start one is counted while sampling', async () => {
     const { busy, idle } = await startChildren();
     const { logger } = spyLogger();
