@@ -241,7 +241,7 @@ describe('SIGHUP reopens the log files', () => {
     const m = await manager(['--stats-interval-ms', '100']);
     const log = path.join(m.logDir, 'manager.log');
     await eventually(() => readOr(path.join(m.logDir, 'stats.jsonl')).length > 0, 5000, 'a first sample');
-    rmSync(m.logDir, { recursive: true, force: true });
+    rmSync(m.logDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 10 }); // retried: an append by path can land mid-removal
 
     m.proc.kill('SIGHUP');
     await eventually(() => readOr(log).includes('SIGHUP: reopened'), 5000, 'manager.log in a re-created directory');
@@ -257,7 +257,7 @@ describe('SIGHUP reopens the log files', () => {
     const m = await manager(['--stats-interval-ms', '100']);
     const log = path.join(m.logDir, 'manager.log');
     // A plain file where the directory was: mkdir -p fails (EEXIST) whatever our privileges.
-    rmSync(m.logDir, { recursive: true, force: true });
+    rmSync(m.logDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 10 }); // retried: an append by path can land mid-removal
     writeFileSync(m.logDir, 'in the way\n');
 
     m.proc.kill('SIGHUP');
