@@ -43,8 +43,15 @@ export type UpOutcome = Outcome<UpResult>;
 /** Quotes `s` for a POSIX shell. */
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-// Alive and not a zombie (a manager that just exited may not be reaped yet).
-const ALIVE = `alive() { kill -0 "$1" 2>/dev/null && ! grep -qs '^[0-9]* (.*) Z ' "/proc/$1/stat"; }`;
+// `alive PID START`: PID is running, not a zombie (a manager that just exited may not be
+// reaped yet), and started at START (field 22 of /proc/PID/stat, read by `started` while
+// it surely was the manager): once the manager is reaped its pid can be reused, within
+// moments on a busy host with a small pid_max, and a reused pid must not pass for it.
+const ALIVE = [
+  `stat_of() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null; }`,
+  `started() { stat_of "$1" | cut -d' ' -f20; }`,
+  `alive() { s=$(stat_of "$1"); [ -n "$s" ] && [ "\${s%% *}" != Z ] && [ "$(echo "$s" | cut -d' ' -f20)" = "$2" ]; }`,
+].join('\n');
 
 /** The script `up` runs on a host: prints `pid N` once the manager listens, else its last lines (exit 1). */
 function startScript(t: Target, opts: SshOptions, withToken: boolean): string {
@@ -63,10 +70,12 @@ function startScript(t: Target, opts: SshOptions, withToken: boolean): string {
     ...(withToken ? ['cat > .herd/token.$$', 'mv -f .herd/token.$$ .herd/token'] : []),
     `setsid ${opts.herd} ${args.map(q).join(' ')} </dev/null >${base}.out 2>&1 &`,
     'pid=$!',
+    // Read before this shell can reap it (it reaps only while it waits for a command).
+    'start=$(started "$pid")',
     `echo "$pid" >${base}.pid`,
     'i=0',
     `until grep -q '^listening ' ${base}.out; do`,
-    '  alive "$pid" || show "the manager exited"',
+    '  alive "$pid" "$start" || show "the manager exited"',
     `  i=$((i+1)); [ "$i" -lt ${tries} ] || show "no listening line within ${opts.timeoutMs} ms"`,
     '  sleep 0.1',
     'done',
@@ -79,9 +88,10 @@ function stopScript(pid: number, timeoutMs: number): string {
   const tries = Math.max(1, Math.ceil(timeoutMs / 100));
   return [
     ALIVE,
+    `start=$(started ${pid})`,
     `kill -TERM ${pid} 2>/dev/null || { echo "no process ${pid}"; exit 0; }`,
     'i=0',
-    `while alive ${pid}; do`,
+    `while alive ${pid} "$start"; do`,
     `  i=$((i+1)); if [ "$i" -ge ${tries} ]; then echo "pid ${pid} still running ${timeoutMs} ms after SIGTERM"; exit 1; fi`,
     '  sleep 0.1',
     'done',

@@ -360,7 +360,7 @@ test('bin/herd, reached through a symlink as npm links it: runs the CLI, and the
   symlinkSync(path.join(ROOT, 'bin', 'herd'), link);
   const version = await new Promise<string>((resolve, reject) => execFile(link, ['--version'], (err, stdout) => (err ? reject(err) : resolve(stdout))));
   expect(version.trim()).toBe(JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
-  const proc = spawn(link, ['manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', path.join(dir, 'logs'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(link, ['manager', '--host', '127.0.0.1', '--port', '0', '--log-dir', path.join(dir, 'logs'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
     await new Promise<void>((resolve, reject) => {
       proc.stdout!.on('data', (d) => /^listening /m.test(String(d)) && resolve());
