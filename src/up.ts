@@ -47,7 +47,7 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 // reaped yet), and started at START (field 22 of /proc/PID/stat, read by `started` while
 // it surely was the manager): once the manager is reaped its pid can be reused, within
 // moments on a busy host with a small pid_max, and a reused pid must not pass for it.
-const ALIVE = [
+export const ALIVE = [
   `stat_of() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null; }`,
   `started() { stat_of "$1" | cut -d' ' -f20; }`,
   `alive() { s=$(stat_of "$1"); [ -n "$s" ] && [ "\${s%% *}" != Z ] && [ "$(echo "$s" | cut -d' ' -f20)" = "$2" ]; }`,

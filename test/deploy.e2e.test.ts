@@ -9,7 +9,8 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { HerdClient } from '../src/client';
 import { MANAGER_NODE_FLAGS } from '../src/config';
-import { isAlive } from '../src/proc';
+import { isAlive, readStat } from '../src/proc';
+import { ALIVE } from '../src/up';
 import { CLI, errorOf, FIXTURES, freePort, herd, ROOT, tmpDir } from './helpers';
 
 const UNIT = path.join(ROOT, 'deploy/herd-manager.service');
@@ -105,6 +106,21 @@ function processesIn(dir: string): number[] {
       }
     });
 }
+
+test("the scripts' liveness check: a pid counts as the manager only with the manager's start time", () => {
+  const sh = (script: string) => spawnSync('sh', ['-c', `${ALIVE}\n${script}`], { encoding: 'utf8' });
+  const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+  try {
+    const start = sh(`started ${child.pid}`).stdout.trim();
+    expect(start).toBe(String(readStat(child.pid!)!.startTicks));
+    expect(sh(`alive ${child.pid} ${start}`).status).toBe(0);
+    // The same pid with another start time: a process that reused the pid of one that exited.
+    expect(sh(`alive ${child.pid} ${Number(start) + 1}`).status).toBe(1);
+    expect(sh(`alive 999999999 ${start}`).status).toBe(1);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
 
 describe('herd up / herd down over (fake) ssh', () => {
   const dir = tmpDir();
