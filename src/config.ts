@@ -50,9 +50,12 @@ export const DEFAULT_AUTH_TIMEOUT_MS = 10_000;
  * Node flags the manager runs with (bin/herd and deploy/ pass them; V8 reads them
  * only at start-up). A young generation of 2 MiB instead of V8's 16: the burst of
  * garbage of a `generate 1000` no longer grows it, and the manager's RSS with 1000
- * nodes was 93-94 MB instead of 114-120, spawn and reset times unchanged (README, Benchmarks).
+ * nodes was 93-94 MB instead of 114-120 (111-113 instead of 131-135 with them all
+ * connected); generate and status times unchanged, the reset of 1000 connected
+ * nodes about a sixth slower (README, "Memory").
  */
 export const MANAGER_NODE_FLAGS = ['--max-semi-space-size=2'];
+
 /** `--dashboard` without a port. */
 export const DASHBOARD_PORT = 7080;
 
