@@ -15,7 +15,7 @@ import { Sampler } from '../src/sampler';
 import { Timeline } from '../src/timeline';
 import { round, sleep } from './common';
 
-/** `pct`: CPU of the sampling as % of one core, net of `idlePct` (this process idle, just before); per sample in ms, net too. */
+/** `pct`: CPU of the sampling as % of one core, net of `idlePct` (this process idle: the smaller of the idle windows around it); per sample in ms, net too. */
 export interface Cost { pct: number; grossPct: number; idlePct: number; msPerSample: number; samples: number }
 
 export interface SamplerCost {
