@@ -9,17 +9,11 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MANAGER_NODE_FLAGS } from '../src/config';
+import { PACKAGE_ROOT } from '../src/package';
 import { readStat } from '../src/proc';
 
-/** The repository root: the first directory above this file that holds package.json. */
-function findRoot(): string {
-  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json'))) return dir;
-  }
-  throw new Error(`no package.json above ${__dirname}`);
-}
-
-export const ROOT = findRoot();
+/** The repository root. */
+export const ROOT = PACKAGE_ROOT;
 export const CLI = path.join(ROOT, 'dist/src/cli.js');
 export const EXAMPLE_NODE = path.join(ROOT, 'dist/example/node.js');
 export const RESULTS_DIR = path.join(ROOT, 'bench/results');

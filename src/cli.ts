@@ -4,14 +4,14 @@
 // concurrently and reports per host (exit 0 all ok, 1 any failed, 2 usage).
 
 import { once } from 'node:events';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
+import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { ConnectOptions, HerdClient } from './client';
 import { FollowOptions, followLogs } from './followlogs';
 import { EXPORT_VIEWS, exportTimeline, ExportOptions, ExportView } from './export';
 import { asHerdError, errorJson, errorText, FANOUT, FleetOptions, hostJson, onEach, out, Outcome, report } from './fleet';
+import { VERSION } from './package';
 import { GenerateProgress } from './progress';
 import { runExperiment } from './run';
 import { ChaosParams, KillParams, ManagerEvent, Topic, TOPICS, WAIT_MODES, WaitMode } from './protocol';
@@ -537,14 +537,6 @@ async function watch(targets: Target[], conn: ConnectOptions, topics: Topic[], j
 
 // ---- entry --------------------------------------------------------------------
 
-function version(): string {
-  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    const file = path.join(dir, 'package.json');
-    if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')).version;
-  }
-  return 'unknown';
-}
-
 function commandHelp(name: string): string {
   const cmd = COMMANDS[name];
   const common = USAGE.slice(USAGE.indexOf('Options of every controller command:'));
@@ -564,7 +556,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     return 0;
   }
   if (name === '--version' || name === '-v') {
-    out(version());
+    out(VERSION);
     return 0;
   }
   if (name === 'chart') return (await import('./chart-cli')).runChart(rest);

@@ -1,7 +1,7 @@
 // `herd manager`: wires config, logger, launcher, supervisor, sampler and server
 // together, prints `listening host:port`, and owns the daemon's lifecycle.
 
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Chaos } from './chaos';
@@ -12,21 +12,13 @@ import { Launcher } from './launcher';
 import { FD_RESERVE, FDS_PER_NODE, nodesForNofile } from './limits';
 import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
 import { NodeOutput } from './nodeoutput';
+import { VERSION } from './package';
 import type { ManagerIdentity } from './protocol';
 import { Sampler } from './sampler';
 import { formatAddress, isWildcard, ManagerServer } from './server';
 import { Supervisor } from './supervisor';
 import { Timeline } from './timeline';
 
-/** The package version, from the package.json above this file (src/ or dist/src/). */
-function version(): string {
-  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    const file = path.join(dir, 'package.json');
-    if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')).version;
-  }
-  return 'unknown';
-}
-const VERSION = version();
 const MAX_QUEUE = 1024;
 
 export async function runManager(argv: string[]): Promise<void> {

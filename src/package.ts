@@ -1,8 +1,8 @@
 // Where the installed package is (src/ runs from the repository, dist/src/ from a
 // build): found by its package.json, for the files shipped beside the code (the
-// dashboard's assets).
+// dashboard's assets) and for the version the CLI and the manager report.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 function findRoot(): string {
@@ -13,3 +13,6 @@ function findRoot(): string {
 }
 
 export const PACKAGE_ROOT = findRoot();
+
+/** The package's version, from its package.json. */
+export const VERSION: string = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;

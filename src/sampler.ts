@@ -177,7 +177,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
     ({ clkTck: this.clkTck, pageSize: this.pageSize } = await readSysconf());
     this.reopen();
     const mem = await this.readMem();
-    const { now } = this.measure(this.opts.nodes(), mem);
+    const { now } = this.measure(mem);
     this.pids.commit();
     this.prev = now;
     this.prevAt = performance.now();
@@ -197,7 +197,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   latest(): StatsResult {
     if (this.published) return this.published;
     if (!this.prev || !this.baselineMem) throw new Error('Sampler.latest() called before start() completed');
-    return this.measure(this.opts.nodes(), this.baselineMem).result;
+    return this.measure(this.baselineMem).result;
   }
 
   /** Clears the timer, waits for a sample in flight and its log line, closes the per-node descriptors. */
@@ -237,21 +237,17 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
       if (this.stopped || !this.prev) return;
       const time = Date.now();
       const at = performance.now();
-      const { host, now } = this.readHost(mem);
-      const live = this.opts.nodes();
-      this.pids.beginPass(live.nodes);
-      const nodes: NodeStats[] = [];
+      const { result, now, live } = this.begin(mem);
       for (let from = 0; from < live.nodes.length; from += NODES_PER_SLICE) {
         if (from > 0) {
           await new Promise((resolve) => setImmediate(resolve));
           if (this.stopped) return;
         }
-        this.readNodes(live.nodes, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), nodes);
+        this.readNodes(live.nodes, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes);
       }
       this.pids.commit();
       this.prev = now;
       this.prevAt = at;
-      const result = { generation: live.generation, host, nodes };
       this.published = result;
       event = { event: 'stats', time, ...result };
       mono = monoMs(now.mono);
@@ -283,12 +279,18 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
    * since `prev` (the baseline's own window is empty). Per-node windows move on
    * only with `pids.commit()`. The periodic samples read the nodes in slices instead.
    */
-  private measure(live: LiveNodes, mem: Mem): { result: StatsResult; now: Reading } {
+  private measure(mem: Mem): { result: StatsResult; now: Reading } {
+    const { result, now, live } = this.begin(mem);
+    this.readNodes(live.nodes, 0, live.nodes.length, result.nodes);
+    return { result, now };
+  }
+
+  /** What every reading starts with: the host counters, and a pass begun over the live nodes (none read yet). */
+  private begin(mem: Mem): { result: StatsResult; now: Reading; live: LiveNodes } {
     const { host, now } = this.readHost(mem);
+    const live = this.opts.nodes();
     this.pids.beginPass(live.nodes);
-    const nodes: NodeStats[] = [];
-    this.readNodes(live.nodes, 0, live.nodes.length, nodes);
-    return { result: { generation: live.generation, host, nodes }, now };
+    return { result: { generation: live.generation, host, nodes: [] }, now, live };
   }
 
   /** Host CPU over the window since `prev` (empty before the first), memory, load. */
