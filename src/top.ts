@@ -92,6 +92,8 @@ export interface TopOptions {
 
 const ALT_SCREEN_ON = '\x1b[?1049h\x1b[?25l';
 const ALT_SCREEN_OFF = '\x1b[?25h\x1b[?1049l';
+/** How long a new sample waits for the other hosts' before the screen is redrawn. */
+const REDRAW_DELAY_MS = 50;
 
 /** Runs until q, Ctrl-C or SIGTERM (exit 0), or until no manager is left (exit 1). */
 export async function top(targets: Target[], conn: ConnectOptions, opts: TopOptions): Promise<number> {
@@ -112,9 +114,18 @@ export async function top(targets: Target[], conn: ConnectOptions, opts: TopOpti
     // Home, then each line cut to the width and cleared to its end, then clear below.
     out.write(`\x1b[H${screen.map((l) => `${l.slice(0, cols)}\x1b[K`).join('\n')}\x1b[J`);
   };
+  // Samples of many hosts arrive within moments of each other each second: one
+  // redraw for all of them (each redraw sorts every node of every host).
+  let redraw: NodeJS.Timeout | null = null;
+  const drawSoon = () => {
+    redraw ??= setTimeout(() => {
+      redraw = null;
+      draw();
+    }, REDRAW_DELAY_MS);
+  };
   /** Shows a new sample, or a host's failure. */
   const show = (h: HostView, json: object) => {
-    if (live) return draw();
+    if (live) return drawSoon();
     // A block ends with an empty line; so does a failure.
     const text = h.error !== null ? `${h.address}  ${h.error}\n\n` : `${block(h, opts.limit ?? Infinity).join('\n')}\n`;
     out.write(opts.json ? `${toJson({ manager: h.address, ...json })}\n` : text);
@@ -131,6 +142,7 @@ export async function top(targets: Target[], conn: ConnectOptions, opts: TopOpti
   function stop(code: number): void {
     if (stopping) return;
     stopping = true;
+    if (redraw) clearTimeout(redraw);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     if (live) {
