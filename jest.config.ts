@@ -11,6 +11,8 @@ const config: Config = {
   // e2e tests start real managers and processes; run files in parallel but not too wide on 2 cores.
   maxWorkers: 2,
   testTimeout: 30000,
+  // test/skip-reporter.js names the tests skipped for a missing system package.
+  reporters: ['default', '<rootDir>/test/skip-reporter.js'],
   // Fails the run if any process started by a test outlives it (test/leak-check.ts).
   globalSetup: '<rootDir>/test/global-setup.ts',
   globalTeardown: '<rootDir>/test/global-teardown.ts',

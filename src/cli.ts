@@ -24,7 +24,7 @@ import { showUp, SshOptions, upDown } from './up';
 const USAGE = `usage: herd <command> [options]
 
 Per-host daemon:
-  herd manager [--host ADDR] [--port N] [--node-command PATH] [--node-arg ARG]...
+  herd manager [--host ADDR] [--port N] [--node-command PATH] [--node-arg=ARG]...
                [--interface-port N] [--token-file FILE] [--log-dir DIR]
                [--max-frame BYTES] [--max-nodes N] [--kill-grace-ms MS]
                [--stats-interval-ms MS] [--node-log-max-bytes BYTES] [--state-dir DIR]
@@ -540,7 +540,7 @@ async function watch(targets: Target[], conn: ConnectOptions, topics: Topic[], j
 function commandHelp(name: string): string {
   const cmd = COMMANDS[name];
   const common = USAGE.slice(USAGE.indexOf('Options of every controller command:'));
-  return `usage: ${cmd.usage} [--manager HOST:PORT]... [--hosts FILE] [--token-file FILE] [--json]\n\n${common}`;
+  return `usage: ${cmd.usage} [--manager HOST:PORT]... [--hosts FILE] [--token-file FILE]\n       [--fanout K] [--connect-timeout MS] [--command-timeout MS] [--json]\n\n${common}`;
 }
 
 /** Returns the exit status, or undefined when `herd manager` now owns the process. */

@@ -1,4 +1,4 @@
-// Typed promise client for one manager connection (../shared/PROTOCOL.md, version 1).
+// Typed promise client for one manager connection (docs/PROTOCOL.md, version 1).
 // Requests are pipelined: replies are matched by id, whatever order they come in.
 
 import { EventEmitter } from 'node:events';

@@ -81,9 +81,11 @@ export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--no
   --max-nodes N            largest generate accepted (default: what RLIMIT_NOFILE,
                            RLIMIT_NPROC and pid_max allow; the startup log says which binds)
   --kill-grace-ms MS       SIGTERM to SIGKILL delay when killing a node (default ${DEFAULTS.killGraceMs})
-  --stats-interval-ms MS   CPU sampling interval (default ${DEFAULTS.statsIntervalMs})
+  --stats-interval-ms MS   how often CPU and memory are sampled and stats events sent
+                           (default ${DEFAULTS.statsIntervalMs})
   --state-dir DIR          state file for reaping leftovers after a crash (default
-                           $HERD_STATE_DIR, else /run/herd as root, else $XDG_RUNTIME_DIR/herd)
+                           $HERD_STATE_DIR, else /run/herd as root, else $XDG_RUNTIME_DIR/herd,
+                           else /tmp/herd-UID)
   --insecure               allow a non-loopback --host without a token
   --dashboard [[HOST:]PORT]
                            serve the live dashboard on http://HOST:PORT/ (default

@@ -1,4 +1,4 @@
-// The wire contract (../shared/PROTOCOL.md, version 1) as TypeScript types.
+// The wire contract (docs/PROTOCOL.md, version 1) as TypeScript types.
 // Server, client, CLI and tests all import from here; nothing else defines them.
 
 export const PROTOCOL_VERSION = 1;

@@ -5,6 +5,7 @@
 // passed and what it reports.
 
 import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { RunningManager, startManager } from './helpers';
 import { PYTHON, describeIfPython } from './python';
@@ -97,4 +98,11 @@ describeIfPython('Python client written from PROTOCOL.md against a real manager'
     expect(by['final-status'].reply.generation).toBe(by.generate.reply.generation);
     expect(by['final-status'].processesGone).toBe(true);
   }, 90_000);
+});
+
+// docs/PROTOCOL.md ships the shared contract with herd; where the shared one sits
+// beside the repository (../shared, as on the machines herd is developed on), they are equal.
+const SHARED = path.join(__dirname, '..', '..', 'shared', 'PROTOCOL.md');
+(existsSync(SHARED) ? test : test.skip)('docs/PROTOCOL.md is the shared contract, verbatim', () => {
+  expect(readFileSync(path.join(__dirname, '..', 'docs', 'PROTOCOL.md'), 'utf8')).toBe(readFileSync(SHARED, 'utf8'));
 });
