@@ -102,6 +102,20 @@ export class Cgroups {
     return removeDir(this.nodeDir(generation, index));
   }
 
+  /**
+   * CPU time, in µs, used so far by every process ever in the run's cgroups
+   * (`usage_usec` of its cpu.stat, kept by the kernel for every cgroup v2, with or
+   * without the cpu controller), or null if it cannot be read.
+   */
+  cpuUsec(): number | null {
+    try {
+      const m = /^usage_usec (\d+)/m.exec(readFileSync(path.join(this.dir, 'cpu.stat'), 'latin1'));
+      return m ? Number(m[1]) : null;
+    } catch {
+      return null;
+    }
+  }
+
   /** Kills everything in the run's cgroups and removes them; returns how many processes were there. */
   destroy(): number {
     let found = 0;

@@ -35,6 +35,8 @@ export class Containment {
   readonly cgroups: Cgroups | null;
   private readonly journal: RunJournal;
   private watchdog: ChildProcess | null = null;
+  /** Live nodes the OS would not move into their cgroup. */
+  private readonly uncontained = new Set<number>();
   /** Node cgroups still busy with exiting processes when their node was reaped. */
   private readonly unremoved: { generation: number; index: number }[] = [];
   private closed = false;
@@ -84,6 +86,7 @@ export class Containment {
     // A child that already died has no stat; its exit event follows.
     if (stat) this.journal.add(pid, stat.startTicks);
     if (this.cgroups && !this.cgroups.add(pid, generation, index)) {
+      this.uncontained.add(pid);
       this.opts.logger.debug(`node ${index} (pid ${pid}) could not be moved into its cgroup; the other layers still cover it`);
     }
   }
@@ -94,12 +97,22 @@ export class Containment {
    */
   reaped(pid: number, generation: number, index: number): number {
     this.journal.remove(pid);
+    this.uncontained.delete(pid);
     if (!this.cgroups) return 0;
     // Usually the node was alone in its cgroup, and the rmdir succeeds: nothing escaped.
     if (this.cgroups.remove(generation, index)) return 0;
     const escaped = this.cgroups.kill(generation, index, pid);
     if (!this.cgroups.remove(generation, index)) this.unremoved.push({ generation, index });
     return escaped;
+  }
+
+  /**
+   * CPU time (µs) used so far by the run's nodes and everything they started, or
+   * null when that cannot be told: no cgroup layer, or a live node outside its
+   * cgroup. The stats sampler reads no node while this does not move.
+   */
+  nodesCpuUsec(): number | null {
+    return this.cgroups !== null && this.uncontained.size === 0 ? this.cgroups.cpuUsec() : null;
   }
 
   /** Nothing of this run is alive: the state file starts over, and busy cgroups are removed. */

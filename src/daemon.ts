@@ -91,6 +91,7 @@ export async function runManager(argv: string[]): Promise<void> {
     intervalMs: config.statsIntervalMs,
     logFile: path.join(config.logDir, 'stats.jsonl'),
     nodes: () => supervisor.liveNodes(),
+    nodesCpuUsec: () => containment.nodesCpuUsec(),
     logger,
   });
   const identity = { version: VERSION, hostname: os.hostname(), pid: process.pid };

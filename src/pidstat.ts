@@ -33,6 +33,8 @@ export interface PidEntry {
   fd: number;
   /** Pass in which it was last listed; entries not listed in a pass are closed. */
   pass: number;
+  /** The last read found the process alive (not a zombie, not gone). */
+  alive: boolean;
 }
 
 /** What one read found. */
@@ -73,6 +75,7 @@ export class PidStats {
     if (entry !== undefined) {
       const r = this.parse(entry);
       entry.at = at;
+      entry.alive = r === Read.Ok;
       if (r === Read.Ok) return entry;
       // A zombie keeps its descriptor until the pid leaves the list.
       if (r === Read.Zombie) return null;
@@ -86,9 +89,22 @@ export class PidStats {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
-    const fresh: PidEntry = { ticks: 0, rssPages: 0, at, base: 0, baseAt: windowStart, fd, pass: this.pass };
+    const fresh: PidEntry = { ticks: 0, rssPages: 0, at, base: 0, baseAt: windowStart, fd, pass: this.pass, alive: false };
     this.entries.set(pid, fresh);
-    return this.parse(fresh) === Read.Ok ? fresh : null;
+    fresh.alive = this.parse(fresh) === Read.Ok;
+    return fresh.alive ? fresh : null;
+  }
+
+  /**
+   * The entry of `pid` as last read, its time moved on to `at`, without reading it:
+   * for a process known not to have run since, whose counters cannot have moved.
+   * Null if there is no such entry, or it was not alive: read() it instead.
+   */
+  carry(pid: number, at: number): PidEntry | null {
+    const entry = this.entries.get(pid);
+    if (entry === undefined || !entry.alive) return null;
+    entry.at = at;
+    return entry;
   }
 
   /** Starts the next window: each entry read in this pass takes its current ticks and time as its base. */

@@ -29,7 +29,10 @@
 //   from a descriptor kept open per node), never si.processes()/processLoad(),
 //   which run `ps` and a `cat` per pid on every call. Read in slices that yield
 //   to the event loop (NODES_PER_SLICE), each node's CPU over its own window,
-//   from its read in the previous sample to its read in this one.
+//   from its read in the previous sample to its read in this one. Where the
+//   nodes run in cgroups, the run's cgroup tells in one read whether any of them
+//   ran since the last sample; if none did, their readings are carried forward
+//   (1000 sleeping nodes then cost one read, not 1000).
 // Nothing here starts a process per sample (getconf runs once per process).
 
 import { execFile } from 'node:child_process';
@@ -51,6 +54,12 @@ export interface SamplerOptions {
   /** JSONL log of the host samples (e.g. <log-dir>/stats.jsonl); null = none. */
   logFile: string | null;
   nodes: () => LiveNodes;
+  /**
+   * CPU time (µs) used so far by all the nodes together, or null when unknown
+   * (src/containment.ts, from the run's cgroup). While it does not move, no node
+   * ran, and a sample carries each node's last reading forward instead of reading it.
+   */
+  nodesCpuUsec?: () => number | null;
   logger: Logger;
 }
 
@@ -130,6 +139,13 @@ function readSysconf(): Promise<{ clkTck: number; pageSize: number }> {
  */
 const NODES_PER_SLICE = 100;
 
+/**
+ * Samples in a row that may carry the nodes' readings forward. RSS can shrink
+ * without its process running (reclaim, swap), so every node is read at least
+ * this often plus one.
+ */
+const MAX_CARRIED = 9;
+
 /** Distinct sampling-error messages logged at most; past this, new ones are dropped. */
 const MAX_REMEMBERED_ERRORS = 100;
 
@@ -154,6 +170,9 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   /** Memory read with the baseline: used by latest() before the first sample. */
   private baselineMem: Mem | null = null;
   private published: StatsResult | null = null;
+  /** nodesCpuUsec() as of the last sample, and how many samples in a row have carried readings forward. */
+  private lastNodesCpu: number | null = null;
+  private carried = 0;
   private readonly errorsSeen = new Set<string>();
   private readonly log: AppendLog;
 
@@ -237,15 +256,21 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
       if (this.stopped || !this.prev) return;
       const time = Date.now();
       const at = performance.now();
+      // Read before any node: if it has not moved since the last sample's (read
+      // before that sample's nodes), none of them ran in between.
+      const nodesCpu = this.opts.nodesCpuUsec?.() ?? null;
+      const carry = nodesCpu !== null && nodesCpu === this.lastNodesCpu && this.carried < MAX_CARRIED;
       const { result, now, live } = this.begin(mem);
       for (let from = 0; from < live.nodes.length; from += NODES_PER_SLICE) {
         if (from > 0) {
           await new Promise((resolve) => setImmediate(resolve));
           if (this.stopped) return;
         }
-        this.readNodes(live.nodes, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes);
+        this.readNodes(live.nodes, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes, carry);
       }
       this.pids.commit();
+      this.lastNodesCpu = nodesCpu;
+      this.carried = carry ? this.carried + 1 : 0;
       this.prev = now;
       this.prevAt = at;
       this.published = result;
@@ -315,8 +340,10 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   /**
    * Reads nodes [from, to) of `live` into `out`: each node's CPU over its own
    * window (from its read in the last sample to now), as percent of one core.
+   * With `carry` (no node has run since the last sample) a node read before is
+   * not read again: its counters are as they were.
    */
-  private readNodes(live: LiveNodes['nodes'], from: number, to: number, out: NodeStats[]): void {
+  private readNodes(live: LiveNodes['nodes'], from: number, to: number, out: NodeStats[], carry = false): void {
     const at = performance.now();
     // With no earlier sample (the baseline itself) windows are empty: 0 %.
     const windowStart = this.prev ? this.prevAt : at;
@@ -325,7 +352,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
       const { pid, index } = live[i];
       let entry;
       try {
-        entry = this.pids.read(pid, at, windowStart);
+        entry = (carry ? this.pids.carry(pid, at) : null) ?? this.pids.read(pid, at, windowStart);
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         this.warnOnce(

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { HerdClient } from '../src/client';
 import { isAlive, readStat } from '../src/proc';
 import { bootId, reapPredecessors } from '../src/runstate';
-import { errorOf, eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { cgroupActive, errorOf, eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
 
 jest.setTimeout(60_000);
 
@@ -52,8 +52,6 @@ async function printedPids(logDir: string, generation: number, index: number): P
   }, 10_000, `pids in ${file}`);
   return found;
 }
-
-const cgroupActive = (m: RunningManager) => !/no cgroup/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8'));
 
 describe.each([
   ['with the cgroup layer where the host has one', {}],

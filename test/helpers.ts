@@ -29,6 +29,9 @@ export function tmpDir(prefix = 'herd-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/** Whether a manager runs its nodes in cgroups (it logs "no cgroup" at start-up when it cannot). */
+export const cgroupActive = (m: RunningManager) => !/no cgroup/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8'));
+
 /**
  * Starts `herd manager --port 0` (plus `args`) and waits for its `listening` line.
  * `wrapper` runs it under another command, e.g. ['prlimit', '--nofile=256', '--'].

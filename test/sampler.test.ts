@@ -323,6 +323,28 @@ describe('per-node reading', () => {
     expect(Math.abs(check!.rss! - check!.statRss)).toBeLessThanOrEqual(64 * PAGE_SIZE);
   });
 
+  test('while the nodes\' CPU counter stands still, readings are carried forward (at most 9 samples running), and read again as soon as it moves', async () => {
+    const { busy, idle } = await startChildren();
+    const { logger } = spyLogger();
+    // The counter the manager takes from the run's cgroup, here under the test's control: it
+    // claims that nothing ran while the busy child spins, so carried samples show 0 for it.
+    let counter = 1;
+    const { sampler, events } = newSampler({ logger, nodes: gen1({ pid: busy.pid!, index: 0 }, { pid: idle.pid!, index: 1 }), nodesCpuUsec: () => counter });
+    await sampler.start();
+    await eventually(() => events.length >= 13, 5000, 'thirteen samples');
+    const busyCpu = (e: StatsEvent) => e.nodes.find((n) => n.pid === busy.pid)!.cpu;
+    // The first sample reads (no earlier counter); 9 carried; the 11th reads; 9 carried again.
+    expect(events.slice(0, 13).map((e) => busyCpu(e) > 50)).toEqual([true, false, false, false, false, false, false, false, false, false, true, false, false]);
+    // Carried readings keep the RSS of the last read.
+    for (const e of events.slice(0, 13)) expect(e.nodes.find((n) => n.pid === idle.pid)!.rss).toBe(events[0].nodes.find((n) => n.pid === idle.pid)!.rss);
+    // The counter moves: the next sample reads the busy child again (and charges its window every
+    // tick the counter hid: a real counter moves whenever a node runs, so that cannot happen).
+    const seen = events.length;
+    counter = 2;
+    await eventually(() => events.length >= seen + 1, 3000, 'one more sample');
+    expect(busyCpu(events[seen])).toBeGreaterThan(50);
+  });
+
   test('one descriptor per listed live node, closed when it leaves the list or exits, all closed by stop()', async () => {
     const { busy, idle } = await startChildren();
     const { logger } = spyLogger();

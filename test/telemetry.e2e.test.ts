@@ -7,9 +7,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import path from 'node:path';
 import { HerdClient } from '../src/client';
 import { readStat } from '../src/proc';
-import type { TimelineLine, TimelineNodeChange, TimelineSample } from '../src/protocol';
+import type { StatsEvent, TimelineLine, TimelineNodeChange, TimelineSample } from '../src/protocol';
 import { fakeManager, Fake } from './fake-manager';
-import { CLI, errorOf, eventually, FIXTURES, herd, RunningManager, startManager, tmpDir } from './helpers';
+import { cgroupActive, CLI, errorOf, eventually, FIXTURES, herd, RunningManager, startManager, tmpDir } from './helpers';
 
 jest.setTimeout(60000);
 
@@ -351,4 +351,49 @@ describe('herd top', () => {
     expect(after).toMatch(new RegExp(`\\n +0 +${pids.busy} +[\\d.]+`));
     expect(after.indexOf('\x1b', 12)).toBe(-1);
   });
+});
+
+test('sleeping nodes in their cgroups are not read one by one: a few reads per sample, not one per node; a node that runs is read at once (skipped without a writable cgroup v2)', async () => {
+  const N = 300;
+  const dir = tmpDir();
+  const script = path.join(dir, 'wakeable.sh');
+  // Sleeps; SIGUSR1 makes it spin for a while (the shell's own loop: nothing forked).
+  writeFileSync(script, `#!/bin/sh\ntrap 'i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done' USR1\nwhile :; do sleep 1000 & wait $!; done\n`);
+  chmodSync(script, 0o755);
+  const m = await startManager(['--stats-interval-ms', '100', '--node-command', script]);
+  const c = await HerdClient.connect(m.address);
+  try {
+    if (!cgroupActive(m)) {
+      console.warn('skipped: this host offers no writable cgroup v2 with cgroup.kill (see manager.log)');
+      return;
+    }
+    const g = await c.generate(N);
+    const samples: StatsEvent[] = [];
+    c.on('event', (e) => {
+      if (e.event === 'stats' && e.nodes.length === N) samples.push(e);
+    });
+    await c.subscribe(['stats']);
+    await eventually(() => samples.length >= 3, 10_000, 'three samples of every node');
+    // Read syscalls of the whole manager (every thread) over 20 samples: reading every node
+    // would be at least N per sample; carried forward, a handful (host counters, the cgroup's).
+    const syscr = () => Number(/^syscr: (\d+)$/m.exec(readFileSync(`/proc/${m.proc.pid}/io`, 'latin1'))![1]);
+    const from = { reads: syscr(), samples: samples.length };
+    await eventually(() => samples.length >= from.samples + 20, 10_000, 'twenty more samples');
+    const perSample = (syscr() - from.reads) / (samples.length - from.samples);
+    // At most 9 carried samples in a row: 2 or 3 of the 20 read every node.
+    expect(perSample).toBeLessThan(N / 3);
+    for (const n of samples.at(-1)!.nodes) {
+      expect(n.cpu).toBe(0);
+      expect(n.rss).toBeGreaterThan(0);
+    }
+    // A node that runs moves the run's counter: the next samples read it, and show its CPU.
+    const woken = g.nodes[7];
+    const seen = samples.length;
+    process.kill(woken.pid, 'SIGUSR1');
+    await eventually(() => samples.slice(seen).some((e) => e.nodes.find((n) => n.pid === woken.pid)!.cpu > 20), 10_000, 'the woken node busy in a sample');
+  } finally {
+    await c.reset().catch(() => undefined);
+    await c.close();
+    expect(await m.stop()).toBe(0);
+  }
 });
