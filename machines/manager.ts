@@ -76,6 +76,13 @@ export interface ManagerContext {
   target: number;
   /** The manager's knowledge of its nodes, by index, from their `node.update`s. */
   nodes: NodeView[];
+  /**
+   * How many of `nodes` are in each phase, and how many have connected: what the
+   * guards checked after every event (n node updates per generate) and the waits
+   * read, rather than the whole list.
+   */
+  phases: Record<NodePhase, number>;
+  connected: number;
   refs: ActorRefFrom<typeof nodeMachine>[];
   queue: QueuedCommand[];
   current: QueuedCommand | null;
@@ -89,6 +96,8 @@ export interface ManagerContext {
 const LIVE: ReadonlySet<NodeView['phase']> = new Set(['launching', 'spawning', 'running', 'stopping']);
 export const isLive = (n: NodeView) => LIVE.has(n.phase);
 const isGone = (n: NodeView) => !isLive(n);
+const noPhases = (): Record<NodePhase, number> => ({ launching: 0, spawning: 0, running: 0, stopping: 0, killed: 0, failed: 0 });
+const liveCount = (p: Record<NodePhase, number>) => p.launching + p.spawning + p.running + p.stopping;
 
 /** The protocol state of a node view, or null for nodes the protocol does not list. */
 function protocolState(n: NodeView): NodeInfo['state'] | null {
@@ -130,11 +139,11 @@ function findNode(nodes: NodeView[], cmd: KillCommand): NodeView | undefined {
 }
 
 /** Resolves the waiters of `generation` that the node views now decide. */
-function settleWaiters(waiters: Waiter[], nodes: NodeView[], generation: number) {
+function settleWaiters(waiters: Waiter[], nodes: NodeView[], generation: number, phases: Record<NodePhase, number>, connected: number) {
   const replies: ManagerReply[] = [];
   const remaining = waiters.filter((w) => {
     if (w.generation !== generation) return true;
-    const exited = nodes.filter((n) => isGone(n) && n.connectedAt === null);
+    const exited = liveCount(phases) < nodes.length ? nodes.filter((n) => isGone(n) && n.connectedAt === null) : [];
     if (exited.length > 0) {
       const first = exited[0];
       const last = first.tail?.at(-1);
@@ -149,7 +158,7 @@ function settleWaiters(waiters: Waiter[], nodes: NodeView[], generation: number)
       });
       return false;
     }
-    if (nodes.every((n) => n.connectedAt !== null)) {
+    if (connected === nodes.length) {
       replies.push({ to: w.to, result: { generation, nodes: w.nodes } });
       return false;
     }
@@ -225,7 +234,7 @@ export const managerMachine = setup({
 
     dropNodes: enqueueActions(({ context, enqueue }) => {
       enqueue(stopChildren(context.refs));
-      enqueue.assign({ nodes: [], refs: [] });
+      enqueue.assign({ nodes: [], refs: [], phases: noPhases(), connected: 0 });
     }),
 
     spawnNodes: assign(({ context, spawn }) => {
@@ -237,7 +246,7 @@ export const managerMachine = setup({
         nodes.push({ index, generation, phase: 'launching', pid: null, startedAt: null, connectedAt: null, exitCode: null, signal: null, outcome: null, escaped: 0, failure: null, tail: null });
         refs.push(spawn('node', { id: `n${index}`, input: { index, generation, interface: cmd.interface, machineIp: cmd.machineIp } }));
       }
-      return { generation, target: cmd.n, nodes, refs };
+      return { generation, target: cmd.n, nodes, refs, phases: { ...noPhases(), launching: cmd.n }, connected: 0 };
     }),
 
     replyReset: enqueueActions(({ context, enqueue }) => {
@@ -264,7 +273,7 @@ export const managerMachine = setup({
       if (cmd.wait === 'connected' && cmd.n > 0) {
         const waiter = { to: cmd.to, generation: context.generation, nodes };
         // Nodes may already have connected or exited while the rest were starting.
-        const settled = settleWaiters([waiter], context.nodes, context.generation);
+        const settled = settleWaiters([waiter], context.nodes, context.generation, context.phases, context.connected);
         for (const r of settled.replies) enqueue.emit(asReply(r));
         enqueue.assign({ waiters: [...context.waiters, ...settled.remaining] });
       } else {
@@ -331,8 +340,14 @@ export const managerMachine = setup({
       const before = context.nodes[view.index];
       const nodes = context.nodes.slice();
       nodes[view.index] = view;
-      enqueue.assign({ nodes });
-      if (view.phase !== before.phase) enqueue.emit({ type: 'phase', view, from: before.phase });
+      let { phases } = context;
+      if (view.phase !== before.phase) {
+        phases = { ...phases, [before.phase]: phases[before.phase] - 1, [view.phase]: phases[view.phase] + 1 };
+        enqueue.emit({ type: 'phase', view, from: before.phase });
+      }
+      const connecting = view.connectedAt !== null && before.connectedAt === null;
+      const connected = context.connected + (connecting ? 1 : 0);
+      enqueue.assign({ nodes, phases, connected });
 
       const state = protocolState(view);
       if (state !== null && view.pid !== null && state !== protocolState(before)) {
@@ -340,12 +355,12 @@ export const managerMachine = setup({
         if (state === 'killed') Object.assign(ev, { exitCode: view.exitCode, signal: view.signal });
         enqueue.emit(asPublish(ev));
       }
-      if (view.connectedAt !== null && before.connectedAt === null && nodes.every((n) => n.connectedAt !== null)) {
+      if (connecting && connected === nodes.length) {
         enqueue.emit(asPublish({ event: 'ready', generation: context.generation, n: nodes.length }));
       }
       // While still spawning, the generate's own completion settles its waiter.
       if (context.waiters.length > 0) {
-        const settled = settleWaiters(context.waiters, nodes, context.generation);
+        const settled = settleWaiters(context.waiters, nodes, context.generation, phases, connected);
         for (const r of settled.replies) enqueue.emit(asReply(r));
         enqueue.assign({ waiters: settled.remaining });
       }
@@ -372,11 +387,11 @@ export const managerMachine = setup({
     hasQueued: ({ context }) => context.queue.length > 0,
     isKill: ({ context }) => context.current?.type === 'kill',
     isGenerate: ({ context }) => context.current?.type === 'generate',
-    allGone: ({ context }) => context.nodes.every(isGone),
+    allGone: ({ context }) => liveCount(context.phases) === 0,
     noNodes: ({ context }) => context.nodes.length === 0,
     noKillTarget: ({ context }) => !findNode(context.nodes, context.current as KillCommand),
-    anyFailed: ({ context }) => context.nodes.some((n) => n.phase === 'failed'),
-    noneLaunching: ({ context }) => context.nodes.every((n) => n.phase !== 'launching'),
+    anyFailed: ({ context }) => context.phases.failed > 0,
+    noneLaunching: ({ context }) => context.phases.launching === 0,
     killTargetGone: ({ context }) => {
       const node = findNode(context.nodes, context.current as KillCommand);
       return !node || isGone(node);
@@ -389,6 +404,8 @@ export const managerMachine = setup({
     generation: input.generation ?? 0,
     target: 0,
     nodes: [],
+    phases: noPhases(),
+    connected: 0,
     refs: [],
     queue: [],
     current: null,

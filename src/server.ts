@@ -107,6 +107,8 @@ export const isWildcard = (host: string) => host === '0.0.0.0' || host === '::';
 export class ManagerServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  /** The connections subscribed to each topic: an event is not offered to every node's connection. */
+  private readonly subscribers = new Map<Topic, Set<Connection>>();
   /** Failed hellos per peer address, across all of its connections. */
   readonly helloFailures: FailureLimiter;
   address = '';
@@ -150,13 +152,29 @@ export class ManagerServer {
     }
     const conn = new Connection(socket, this);
     this.connections.add(conn);
-    socket.on('close', () => this.connections.delete(conn));
+    socket.on('close', () => {
+      this.connections.delete(conn);
+      for (const t of conn.topics) this.subscribers.get(t)?.delete(conn);
+    });
+  }
+
+  /** Adds topics to a connection's subscription; returns all it has. */
+  subscribe(conn: Connection, topics: Topic[]): Topic[] {
+    for (const t of topics) {
+      conn.topics.add(t);
+      let set = this.subscribers.get(t);
+      if (!set) this.subscribers.set(t, (set = new Set()));
+      set.add(conn);
+    }
+    return [...conn.topics];
   }
 
   private broadcast(topic: Topic, event: ManagerEvent): void {
+    const to = this.subscribers.get(topic);
+    if (!to || to.size === 0) return;
     // Encoded once for all subscribers: a stats event of 1000 nodes takes about 1.4 ms to encode.
-    let frame: Buffer | null = null;
-    for (const c of this.connections) if (c.topics.has(topic)) c.sendEvent((frame ??= encodeFrame(event)));
+    const frame = encodeFrame(event);
+    for (const c of to) c.sendEvent(frame);
   }
 }
 
@@ -314,8 +332,7 @@ class Connection {
       case 'stats':
         return { ...opts.sampler.latest() };
       case 'subscribe':
-        for (const t of command.topics) this.topics.add(t);
-        return { topics: [...this.topics] };
+        return { topics: this.server.subscribe(this, command.topics) };
       case 'logs':
         return { ...unwrap(await opts.nodeOutput.read(command, opts.supervisor.generation().generation)) };
       case 'timeline':

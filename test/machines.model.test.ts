@@ -246,6 +246,7 @@ const MANAGER_INVARIANTS = [
   'no-stale-children',
   'view-matches-node',
   'status-counts',
+  'tallies-match-list',
   'no-process-dropped-alive',
   'sweep-after-reap',
 ] as const;
@@ -509,6 +510,11 @@ function runManager(cmds: readonly Cmd[], violations: Violations, taken: Set<unk
       const p = run.procs.get(`${view.generation}:${view.index}`);
       if (view.phase === 'killed' && !sameExit(p, view)) violate('exit-kept', `${at}: node ${i} exited ${JSON.stringify(p?.exit)}, manager keeps ${exitText(view)}`);
     });
+    // The chart's tallies (what its guards read) agree with its node list.
+    const phases = Object.fromEntries(Object.keys(c.phases).map((p) => [p, c.nodes.filter((n) => n.phase === p).length]));
+    if (JSON.stringify(phases) !== JSON.stringify(c.phases)) violate('tallies-match-list', `${at}: phases ${JSON.stringify(c.phases)}, node list has ${JSON.stringify(phases)}`);
+    const connected = c.nodes.filter((n) => n.connectedAt !== null).length;
+    if (c.connected !== connected) violate('tallies-match-list', `${at}: connected ${c.connected}, node list has ${connected}`);
     // Status counts agree with the listed nodes (launching nodes count as spawning, unlisted).
     const status = statusOf(snap);
     const launching = c.nodes.filter((n) => n.phase === 'launching').length;

@@ -307,6 +307,31 @@ describe('limits on every connection', () => {
     expect((await p.request({ id: 6, cmd: 'ping' })).ok).toBe(true);
   });
 
+  test('an event goes to the subscribers of its topic only; a closed subscriber is forgotten', async () => {
+    await start({ token: null });
+    const nodes = await connect();
+    const stats = await connect();
+    const both = await connect();
+    const none = await connect();
+    expect(await nodes.request({ id: 1, cmd: 'subscribe', topics: ['nodes'] })).toMatchObject({ ok: true, topics: ['nodes'] });
+    expect(await stats.request({ id: 1, cmd: 'subscribe', topics: ['stats'] })).toMatchObject({ ok: true, topics: ['stats'] });
+    await both.request({ id: 1, cmd: 'subscribe', topics: ['nodes'] });
+    expect(await both.request({ id: 2, cmd: 'subscribe', topics: ['stats', 'nodes'] })).toMatchObject({ ok: true, topics: ['nodes', 'stats'] });
+    const events = (p: Peer) => p.messages.filter((m) => 'event' in m).map((m) => m.event);
+    sup.emit('event', { event: 'node', generation: 1, index: 0, pid: 1, state: 'running' });
+    sampler.emit('sample', { event: 'stats', time: 1, generation: 1, host: {}, nodes: [] }, 1);
+    await eventually(() => events(both).length === 2 && events(nodes).length === 1 && events(stats).length === 1, 3000, 'the events');
+    expect([events(nodes), events(stats), events(both)]).toEqual([['node'], ['stats'], ['node', 'stats']]);
+    nodes.destroy();
+    await nodes.waitClosed();
+    sup.emit('event', { event: 'node', generation: 1, index: 1, pid: 2, state: 'running' });
+    await eventually(() => events(both).length === 3, 3000, 'the third event');
+    // Round trips after the events: anything sent to `none` or `stats` would have arrived first.
+    await none.request({ id: 2, cmd: 'ping' });
+    await stats.request({ id: 2, cmd: 'ping' });
+    expect([events(none), events(stats)]).toEqual([[], ['stats']]);
+  });
+
   test('a subscriber that does not read its events is dropped, not buffered; a reading one is not', async () => {
     await start({ token: null, maxBacklog: 256 * 1024 });
     const slow = await connect();
