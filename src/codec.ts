@@ -33,29 +33,45 @@ const unpackr = new Unpackr({
 /** Thrown by `decodeBody` for anything that is not one plain MessagePack value. */
 export class BadMessage extends Error {}
 
+/** Objects and arrays that wired() made: already converted, passed through as they are. */
+const prewired = new WeakSet<object>();
+
 /**
  * msgpackr writes integers outside the 32-bit range as float64 unless they are
  * bigint; a Rust peer expecting u64 (timestamps!) would reject that. Convert
  * them, and drop undefined members, on the way out. (msgpackr writes a bigint
  * below 2^63 as int64, 0xd3, and above as uint64, 0xcf: integers either way.)
  */
-function wireValue(value: unknown): unknown {
+function wireValue(value: unknown, remember = false): unknown {
   if (typeof value === 'number') {
     // Beyond 2^53 a number is not an exact integer any more: leave it a float.
     return Number.isSafeInteger(value) && (value >= UINT32_LIMIT || value < -(UINT32_LIMIT / 2)) ? BigInt(value) : value;
   }
-  if (Array.isArray(value)) return value.map(wireValue);
-  if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array)) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array || prewired.has(value)) return value;
+  let out: unknown[] | Record<string, unknown>;
+  if (Array.isArray(value)) {
+    out = value.map((v) => wireValue(v, remember));
+  } else {
+    const obj: Record<string, unknown> = (out = {});
+    for (const k of Object.keys(value)) {
+      const v = (value as Record<string, unknown>)[k];
       if (v === undefined) continue;
-      // `out[k] = v` with k = "__proto__" would replace out's prototype instead.
-      if (k === '__proto__') Object.defineProperty(out, k, { value: wireValue(v), enumerable: true, writable: true, configurable: true });
-      else out[k] = wireValue(v);
+      // `obj[k] = v` with k = "__proto__" would replace obj's prototype instead.
+      if (k === '__proto__') Object.defineProperty(obj, k, { value: wireValue(v, remember), enumerable: true, writable: true, configurable: true });
+      else obj[k] = wireValue(v, remember);
     }
-    return out;
   }
-  return value;
+  if (remember) prewired.add(out);
+  return out;
+}
+
+/**
+ * `value` converted for the wire once, for a result sent many times unchanged
+ * (`status` while nothing changes): encodeFrame does not convert it again, even
+ * inside another message. Only for encodeFrame: it holds bigints where its type says number.
+ */
+export function wired<T>(value: T): T {
+  return wireValue(value, true) as T;
 }
 
 /** Encodes one message as a complete frame (header + body). */

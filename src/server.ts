@@ -12,12 +12,12 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
-import { BadMessage, decodeBody, encodeFrame, FrameDecoder } from './codec';
+import { BadMessage, decodeBody, encodeFrame, FrameDecoder, wired } from './codec';
 import type { Chaos } from './chaos';
 import type { Logger } from './logger';
 import type { NodeOutput } from './nodeoutput';
 import { pgidOf } from './proc';
-import { Command, CommandResults, ErrorCode, ManagerEvent, ManagerIdentity, PROTOCOL_VERSION, RequestId, Topic, WireError } from './protocol';
+import { Command, CommandResults, ErrorCode, ManagerEvent, ManagerIdentity, PROTOCOL_VERSION, RequestId, StatusResult, Topic, WireError } from './protocol';
 import { FailureLimiter } from './ratelimit';
 import type { Sampler } from './sampler';
 import type { Supervisor } from './supervisor';
@@ -109,6 +109,8 @@ export class ManagerServer {
   private readonly connections = new Set<Connection>();
   /** The connections subscribed to each topic: an event is not offered to every node's connection. */
   private readonly subscribers = new Map<Topic, Set<Connection>>();
+  /** The last status result, ready for the wire, and the manager snapshot it was read from. */
+  private status: { snapshot: unknown; result: StatusResult } | null = null;
   /** Failed hellos per peer address, across all of its connections. */
   readonly helloFailures: FailureLimiter;
   address = '';
@@ -156,6 +158,17 @@ export class ManagerServer {
       this.connections.delete(conn);
       for (const t of conn.topics) this.subscribers.get(t)?.delete(conn);
     });
+  }
+
+  /**
+   * The status result, built again only when the manager's snapshot has changed
+   * (a new one is made on every change): controllers poll it, and with 1000 nodes
+   * building and converting it was most of a round trip.
+   */
+  statusResult(): StatusResult {
+    const snapshot = this.opts.supervisor.snapshot();
+    if (this.status?.snapshot !== snapshot) this.status = { snapshot, result: wired(this.opts.supervisor.status()) };
+    return this.status.result;
   }
 
   /** Adds topics to a connection's subscription; returns all it has. */
@@ -328,7 +341,7 @@ class Connection {
       case 'ping':
         return { pong: true, time: Date.now() } satisfies CommandResults['ping'];
       case 'status':
-        return { ...opts.supervisor.status() };
+        return { ...this.server.statusResult() };
       case 'stats':
         return { ...opts.sampler.latest() };
       case 'subscribe':

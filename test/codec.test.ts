@@ -3,7 +3,7 @@
 // MessagePack library (Rust rmp, Python msgpack) can read and write.
 
 import { Packr, Unpackr } from 'msgpackr';
-import { BadMessage, FrameDecoder, FrameEvent, HEADER_BYTES, checkPlain, decodeBody, encodeFrame } from '../src/codec';
+import { BadMessage, FrameDecoder, FrameEvent, HEADER_BYTES, checkPlain, decodeBody, encodeFrame, wired } from '../src/codec';
 import { PYTHON, describeIfPython, runPython } from './python';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -221,6 +221,17 @@ describe('integers above 32 bits go out as MessagePack integers, never float64',
 
   test('undefined inside an array keeps its slot as nil', () => {
     expect(bodyOf([1, undefined, 2])).toEqual(hex('93 01 c0 02'));
+  });
+
+  test('a value converted once with wired() encodes to the same bytes, alone or spread into a reply', () => {
+    const now = Date.now();
+    const status = { state: 'idle', counts: { running: 2 }, nodes: [{ index: 0, pid: 7, startedAt: now, tail: undefined }, { index: 1, pid: 8, startedAt: now + 1 }], failed: [] };
+    const once = wired(status);
+    expect(bodyOf(once)).toEqual(bodyOf(status));
+    for (let id = 1; id <= 2; id++) expect(bodyOf({ id, ok: true, ...once })).toEqual(bodyOf({ id, ok: true, ...status }));
+    expect(decodeBody(bodyOf({ id: 1, ok: true, ...once }))).toEqual({ id: 1, ok: true, state: 'idle', counts: { running: 2 }, nodes: [{ index: 0, pid: 7, startedAt: now }, { index: 1, pid: 8, startedAt: now + 1 }], failed: [] });
+    // The original is left as it was.
+    expect(status.nodes[0].startedAt).toBe(now);
   });
 
   // A float64 a peer sent may decode to an integral number beyond 2^53: it is echoed as float64.

@@ -25,6 +25,10 @@ class FakeSupervisor extends EventEmitter {
   /** Padding added to every status reply. */
   statusPad = '';
   private readonly held: (() => void)[] = [];
+  /** A new object every time, as a manager's snapshot is after every change: no status is reused. */
+  snapshot() {
+    return {};
+  }
   status() {
     return { state: 'idle', generation: 0, target: 0, counts: { spawning: 0, running: 0, killed: 0 }, nodes: [], failed: [], pad: this.statusPad };
   }
