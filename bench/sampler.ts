@@ -8,9 +8,10 @@
 // during the herd windows is counted at the lowest level Node has (the process_wrap and
 // spawn_sync bindings).
 
+import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import winston from 'winston';
-import { readStat } from '../src/proc';
+import { parseStat } from '../src/proc';
 import { Sampler } from '../src/sampler';
 import { Timeline } from '../src/timeline';
 import { round, sleep } from './common';
@@ -103,7 +104,7 @@ export async function samplerCost(pids: number[], windowS: number, logDir: strin
   let baseTicks = 0;
   let timer: NodeJS.Timeout | undefined;
   const baseline = () => {
-    for (const { pid } of nodes) readStat(pid);
+    for (const { pid } of nodes) parseStat(pid, readFileSync(`/proc/${pid}/stat`, 'latin1'));
     baseTicks++;
   };
   for (let i = 0; i < 30; i++) baseline(); // warm-up: JIT, dentry cache
