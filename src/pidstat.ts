@@ -11,8 +11,9 @@
 // figure rather than the kernel's fast per-CPU counter, would add a quarter.
 //
 // The descriptor pins the process it was opened for: once that process is reaped,
-// reading it fails with ESRCH even if the pid has been reused, so a reused pid can
-// never be mistaken for the node.
+// reading it fails with ESRCH even if the pid has been reused. The entry stays (its
+// descriptor closed) for as long as the same node is listed under that pid, so a
+// reused pid is never opened in its name: only a node listed anew is.
 
 import { closeSync, openSync, readSync } from 'node:fs';
 
@@ -30,7 +31,13 @@ export interface PidEntry {
    */
   base: number;
   baseAt: number;
+  /** -1 once its process is gone. */
   fd: number;
+  /** The node it was opened for. */
+  generation: number;
+  index: number;
+  /** Opened in the current pass (its ticks are all since the fork, not since a base). */
+  fresh: boolean;
   /** Pass in which it was last listed; entries not listed in a pass are closed. */
   pass: number;
   /** The last read found the process alive (not a zombie, not gone). */
@@ -65,21 +72,26 @@ export class PidStats {
   }
 
   /**
-   * Reads `pid` at time `at`: its entry with fresh `ticks` and `rssPages`, or null
-   * if the process is gone or a zombie; a new entry's window starts at
-   * `windowStart`. Throws only for errors other than "no such process" (EMFILE
-   * when out of descriptors, for one).
+   * Reads node `index` of `generation`, process `pid`, at time `at`: its entry with
+   * fresh `ticks` and `rssPages`, or null if the process is gone or a zombie; a new
+   * entry's window starts at `windowStart`. Throws only for errors other than "no
+   * such process" (EMFILE when out of descriptors, for one).
    */
-  read(pid: number, at: number, windowStart: number): PidEntry | null {
+  read(pid: number, generation: number, index: number, at: number, windowStart: number): PidEntry | null {
     const entry = this.entries.get(pid);
     if (entry !== undefined) {
-      const r = this.parse(entry);
-      entry.at = at;
-      entry.alive = r === Read.Ok;
-      if (r === Read.Ok) return entry;
-      // A zombie keeps its descriptor until the pid leaves the list.
-      if (r === Read.Zombie) return null;
-      // Our process was reaped; a live process now holding the pid is a new one.
+      if (entry.generation === generation && entry.index === index) {
+        const r = this.parse(entry);
+        entry.at = at;
+        entry.alive = r === Read.Ok;
+        // Reaped: whatever holds the pid now is not this node, so it is not opened again.
+        if (r === Read.Gone && entry.fd >= 0) {
+          closeSync(entry.fd);
+          entry.fd = -1;
+        }
+        return entry.alive ? entry : null;
+      }
+      // The pid is listed for another node now: its process was reaped and the pid reused.
       this.drop(pid, entry);
     }
     let fd: number;
@@ -89,7 +101,7 @@ export class PidStats {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
-    const fresh: PidEntry = { ticks: 0, rssPages: 0, at, base: 0, baseAt: windowStart, fd, pass: this.pass, alive: false };
+    const fresh: PidEntry = { ticks: 0, rssPages: 0, at, base: 0, baseAt: windowStart, fd, generation, index, fresh: true, pass: this.pass, alive: false };
     this.entries.set(pid, fresh);
     fresh.alive = this.parse(fresh) === Read.Ok;
     return fresh.alive ? fresh : null;
@@ -98,11 +110,11 @@ export class PidStats {
   /**
    * The entry of `pid` as last read, its time moved on to `at`, without reading it:
    * for a process known not to have run since, whose counters cannot have moved.
-   * Null if there is no such entry, or it was not alive: read() it instead.
+   * Null if there is no such entry for that node, or it was not alive: read() it instead.
    */
-  carry(pid: number, at: number): PidEntry | null {
+  carry(pid: number, generation: number, index: number, at: number): PidEntry | null {
     const entry = this.entries.get(pid);
-    if (entry === undefined || !entry.alive) return null;
+    if (entry === undefined || !entry.alive || entry.generation !== generation || entry.index !== index) return null;
     entry.at = at;
     return entry;
   }
@@ -113,6 +125,7 @@ export class PidStats {
       if (entry.pass !== this.pass) continue;
       entry.base = entry.ticks;
       entry.baseAt = entry.at;
+      entry.fresh = false;
     }
   }
 
@@ -122,6 +135,7 @@ export class PidStats {
 
   /** Fills entry.ticks and entry.rssPages from a pread of its descriptor. */
   private parse(entry: PidEntry): Read {
+    if (entry.fd < 0) return Read.Gone;
     const buf = this.buf;
     let n: number;
     try {
@@ -159,6 +173,6 @@ export class PidStats {
 
   private drop(pid: number, entry: PidEntry): void {
     this.entries.delete(pid);
-    closeSync(entry.fd);
+    if (entry.fd >= 0) closeSync(entry.fd);
   }
 }

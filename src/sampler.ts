@@ -32,7 +32,10 @@
 //   from its read in the previous sample to its read in this one. Where the
 //   nodes run in cgroups, the run's cgroup tells in one read whether any of them
 //   ran since the last sample; if none did, their readings are carried forward
-//   (1000 sleeping nodes then cost one read, not 1000).
+//   (1000 sleeping nodes then cost one read, not 1000). A node that leaves the
+//   cgroup (moves itself elsewhere) would run unseen by that counter: each full
+//   read after carried ones checks that the nodes' own CPU since the last full
+//   read fits in the counter's, and if not, stops carrying for that generation.
 // Nothing here starts a process per sample (getconf runs once per process).
 
 import { execFile } from 'node:child_process';
@@ -140,9 +143,9 @@ function readSysconf(): Promise<{ clkTck: number; pageSize: number }> {
 const NODES_PER_SLICE = 100;
 
 /**
- * Samples in a row that may carry the nodes' readings forward. RSS can shrink
- * without its process running (reclaim, swap), so every node is read at least
- * this often plus one.
+ * Samples in a row that may carry the nodes' readings forward. RSS can change
+ * without its process running (reclaim and swap shrink it, khugepaged may grow
+ * it), so every node is read at least this often plus one.
  */
 const MAX_CARRIED = 9;
 
@@ -173,6 +176,11 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   /** nodesCpuUsec() as of the last sample, and how many samples in a row have carried readings forward. */
   private lastNodesCpu: number | null = null;
   private carried = 0;
+  /** A generation whose nodes ran outside the counter: its nodes are read every sample. */
+  private uncounted: number | null = null;
+  /** Over the nodes read (not carried, not new) in the sample in flight: their CPU ticks since their last read, and how many moved. */
+  private readTicks = 0;
+  private readMoved = 0;
   private readonly errorsSeen = new Set<string>();
   private readonly log: AppendLog;
 
@@ -259,15 +267,18 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
       // Read before any node: if it has not moved since the last sample's (read
       // before that sample's nodes), none of them ran in between.
       const nodesCpu = this.opts.nodesCpuUsec?.() ?? null;
-      const carry = nodesCpu !== null && nodesCpu === this.lastNodesCpu && this.carried < MAX_CARRIED;
       const { result, now, live } = this.begin(mem);
+      const carry = nodesCpu !== null && nodesCpu === this.lastNodesCpu && this.carried < MAX_CARRIED && this.uncounted !== live.generation;
+      this.readTicks = 0;
+      this.readMoved = 0;
       for (let from = 0; from < live.nodes.length; from += NODES_PER_SLICE) {
         if (from > 0) {
           await new Promise((resolve) => setImmediate(resolve));
           if (this.stopped) return;
         }
-        this.readNodes(live.nodes, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes, carry);
+        this.readNodes(live, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes, carry);
       }
+      if (!carry && this.carried > 0 && nodesCpu !== null && this.lastNodesCpu !== null) this.checkCounted(live.generation, nodesCpu - this.lastNodesCpu);
       this.pids.commit();
       this.lastNodesCpu = nodesCpu;
       this.carried = carry ? this.carried + 1 : 0;
@@ -306,8 +317,25 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
    */
   private measure(mem: Mem): { result: StatsResult; now: Reading } {
     const { result, now, live } = this.begin(mem);
-    this.readNodes(live.nodes, 0, live.nodes.length, result.nodes);
+    this.readNodes(live, 0, live.nodes.length, result.nodes);
     return { result, now };
+  }
+
+  /**
+   * After carried samples: the nodes' own CPU since their last read must fit in what
+   * the counter saw over the same time (give or take a tick per node, as /proc counts
+   * in whole ticks). More means some node ran outside the run's cgroup while the
+   * samples said it had not: its generation is read in full from now on.
+   */
+  private checkCounted(generation: number, counterUsec: number): void {
+    const slackTicks = this.readMoved + this.clkTck / 10;
+    if (this.readTicks - slackTicks <= (counterUsec * this.clkTck) / 1e6) return;
+    this.uncounted = generation;
+    this.opts.logger.warn(
+      `generation ${generation}: nodes used ${Math.round((this.readTicks * 1000) / this.clkTck)} ms of CPU that the run's cgroup did not count ` +
+        `(${Math.round(counterUsec / 1000)} ms): some node left its cgroup (e.g. a node started under systemd-run --scope). ` +
+        'Its CPU figures since the previous full read were too low; every node of this generation is read every sample from now on',
+    );
   }
 
   /** What every reading starts with: the host counters, and a pass begun over the live nodes (none read yet). */
@@ -343,7 +371,7 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
    * With `carry` (no node has run since the last sample) a node read before is
    * not read again: its counters are as they were.
    */
-  private readNodes(live: LiveNodes['nodes'], from: number, to: number, out: NodeStats[], carry = false): void {
+  private readNodes({ generation, nodes: live }: LiveNodes, from: number, to: number, out: NodeStats[], carry = false): void {
     const at = performance.now();
     // With no earlier sample (the baseline itself) windows are empty: 0 %.
     const windowStart = this.prev ? this.prevAt : at;
@@ -352,7 +380,12 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
       const { pid, index } = live[i];
       let entry;
       try {
-        entry = (carry ? this.pids.carry(pid, at) : null) ?? this.pids.read(pid, at, windowStart);
+        const carried = carry ? this.pids.carry(pid, generation, index, at) : null;
+        entry = carried ?? this.pids.read(pid, generation, index, at, windowStart);
+        if (entry !== null && carried === null && !entry.fresh && entry.ticks > entry.base) {
+          this.readTicks += entry.ticks - entry.base;
+          this.readMoved++;
+        }
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         this.warnOnce(
