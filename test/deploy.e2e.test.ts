@@ -220,7 +220,12 @@ describe('herd up / herd down over (fake) ssh', () => {
 // The same through a real sshd on loopback, when one is installed (Debian: openssh-server).
 const SSHD = '/usr/sbin/sshd';
 const haveSshd = spawnSync(SSHD, ['-V']).error === undefined && spawnSync('ssh-keygen', ['-?']).error === undefined;
-(haveSshd ? describe : describe.skip)(haveSshd ? 'herd up / herd down over a real sshd on 127.0.0.1' : `SKIPPED: no ${SSHD} (apt-get install openssh-server) for herd up over real ssh`, () => {
+if (!haveSshd && process.env.HERD_REQUIRE_SSHD === '1') {
+  test('herd up over a real sshd', () => {
+    throw new Error(`HERD_REQUIRE_SSHD=1 but ${SSHD} or ssh-keygen is missing (apt-get install openssh-server)`);
+  });
+}
+(haveSshd ? describe : describe.skip)(haveSshd ? 'herd up / herd down over a real sshd on 127.0.0.1' : `SKIPPED: no ${SSHD} (apt-get install openssh-server; HERD_REQUIRE_SSHD=1 makes this fail) for herd up over real ssh`, () => {
   const dir = tmpDir();
   let sshd: ReturnType<typeof spawn> | undefined;
   let args: string[] = [];
