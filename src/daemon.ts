@@ -9,6 +9,7 @@ import { ConfigError, MANAGER_NODE_FLAGS, MANAGER_USAGE, parseManagerArgs } from
 import { Containment } from './containment';
 import { Dashboard } from './dashboard';
 import { Launcher } from './launcher';
+import { createSpawner } from './spawner';
 import { FD_RESERVE, FDS_PER_NODE, nodesForNofile } from './limits';
 import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
 import { NodeOutput } from './nodeoutput';
@@ -68,6 +69,16 @@ export async function runManager(argv: string[]): Promise<void> {
     return fatal(`cannot keep the run's state in --state-dir ${config.stateDir}: ${(err as Error).message}; choose a writable directory with --state-dir or HERD_STATE_DIR`);
   }
 
+  let spawning: ReturnType<typeof createSpawner>;
+  try {
+    spawning = createSpawner(process.env.HERD_SPAWN);
+  } catch (err) {
+    return fatal(`${(err as Error).message}; unset HERD_SPAWN to let the manager choose`);
+  }
+  if (spawning.note !== null && process.env.HERD_SPAWN === undefined) {
+    logger.warn(`nodes will be started with child_process.spawn, which is slower than herd's native starter: ${spawning.note}; install python3, make and a C compiler and run npm run build`);
+  }
+
   // HERD_MANAGER is filled in once the port is known, before any node can start.
   const nodeEnv: NodeJS.ProcessEnv = { ...process.env };
   if (config.token !== null) nodeEnv.HERD_TOKEN = config.token;
@@ -82,6 +93,7 @@ export async function runManager(argv: string[]): Promise<void> {
     containment,
     maxLive: nodesForNofile(limits.nofile),
     maxLiveReason: `RLIMIT_NOFILE is ${limits.nofile} (${FDS_PER_NODE} per node, ${FD_RESERVE} kept for the manager)`,
+    spawner: spawning.spawner,
   });
   // Loaded only with --inspect: its WebSocket client is of no use otherwise.
   const inspector = config.inspect ? (await import('./inspect')).skyInspector(logger) : null;
@@ -161,7 +173,7 @@ export async function runManager(argv: string[]): Promise<void> {
   logger.info(`herd ${VERSION} manager pid ${process.pid} listening on ${address}; node command ${config.nodeCommand}; logs in ${config.logDir}`);
   const missing = MANAGER_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
   if (missing.length > 0) logger.info(`node runs without ${missing.join(' ')}: the manager's memory grows more with its nodes; start it with bin/herd (npx herd, node_modules/.bin/herd) or pass the flag to node`);
-  logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}`);
+  logger.info(`max nodes ${config.maxNodes} (limits allow ${limits.maxNodes}, bound by ${limits.binding}); containment: ${containment.describe()}; nodes started with ${spawning.spawner.kind}${spawning.note ? ` (${spawning.note})` : ''}`);
 }
 
 function installLifecycle(parts: {

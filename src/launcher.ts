@@ -1,21 +1,22 @@
 // The process launcher: starts node processes and kills their process groups.
 //
-// Each node runs directly (no shell), in its own process group (detached), with
+// Each node runs directly (no shell), in its own session and process group, with
 // stdout and stderr appended to its own file (src/nodeoutput.ts), so a chatty node
-// never blocks on a pipe the manager does not read. Spawning is synchronous in Node (1-4 ms of
-// event-loop time per child), so launches are queued and started in slices of at
+// never blocks on a pipe the manager does not read; src/spawner.ts starts and reaps
+// it. Spawning is synchronous (0.1-4 ms of event-loop time per child, by spawner
+// and load), so launches are queued and started in slices of at
 // most `sliceMs` with a yield in between: status requests and node connects are
 // served meanwhile (a fixed batch of 25 held the loop for up to 100 ms).
 //
 // `processLogic` is the XState actor that machines/node.ts invokes as `process`.
 
-import { ChildProcess, spawn } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { fromCallback } from 'xstate';
 import type { NodeInput, ProcessEvent, ProcessStop } from '../machines/node';
 import type { Containment } from './containment';
 import type { Logger } from './logger';
 import type { NodeOutput, OutputFile } from './nodeoutput';
+import type { Spawner } from './spawner';
 
 export interface LauncherOptions {
   command: string;
@@ -38,12 +39,12 @@ export interface LauncherOptions {
   maxLiveReason?: string;
   /** Event-loop time one slice of launches may take before yielding. */
   sliceMs?: number;
+  spawner: Spawner;
 }
 
 interface Launch {
   input: NodeInput;
   report: (event: ProcessEvent) => void;
-  child: ChildProcess | null;
   pid: number | null;
   output: OutputFile | null;
   exited: boolean;
@@ -75,7 +76,7 @@ export class Launcher {
 
   /** The actor logic for machines/node.ts `process`. */
   readonly processLogic = fromCallback<ProcessStop, NodeInput>(({ input, sendBack, receive }) => {
-    const launch: Launch = { input, report: sendBack, child: null, pid: null, output: null, exited: false, cancelled: false, escalated: false, graceTimer: null };
+    const launch: Launch = { input, report: sendBack, pid: null, output: null, exited: false, cancelled: false, escalated: false, graceTimer: null };
     this.enqueue(launch);
     receive(() => this.stop(launch));
     // The actor is stopped when its node is dropped, or when the manager shuts down.
@@ -126,16 +127,24 @@ export class Launcher {
       return;
     }
     let fd: number | null = null;
-    let child: ChildProcess;
+    let pid: number | undefined;
     try {
       const opened = this.opts.output.open(input.generation, input.index);
       fd = opened.fd;
       launch.output = opened.output;
-      child = spawn(this.opts.command, [...this.opts.args, input.interface, input.machineIp], {
-        detached: true,
-        stdio: ['ignore', fd, fd],
-        env: { ...this.opts.env, ...this.opts.containment.env(), HERD_INDEX: String(input.index), HERD_GENERATION: String(input.generation) },
-      });
+      pid = this.opts.spawner.spawn(
+        this.opts.command,
+        [...this.opts.args, input.interface, input.machineIp],
+        { ...this.opts.env, ...this.opts.containment.env(), HERD_INDEX: String(input.index), HERD_GENERATION: String(input.generation) },
+        fd,
+        {
+          exit: (code, signal) => this.exited(launch, code, signal),
+          error: (err) => {
+            if (launch.pid === null) this.fail(launch, err);
+            else this.opts.logger.warn(`node ${input.index} (pid ${launch.pid}): ${err.message}`);
+          },
+        },
+      );
     } catch (err) {
       this.fail(launch, err as NodeJS.ErrnoException);
       return;
@@ -143,20 +152,12 @@ export class Launcher {
       // The child holds its own copy of the descriptor.
       if (fd !== null) closeSync(fd);
     }
-    launch.child = child;
-    // Spawn errors (ENOENT, EACCES, EAGAIN, EMFILE) arrive as 'error' events; without
-    // a listener they would crash the manager.
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      if (launch.pid === null) this.fail(launch, err);
-      else this.opts.logger.warn(`node ${input.index} (pid ${launch.pid}): ${err.message}`);
-    });
-    if (child.pid === undefined) return; // the 'error' event follows
-    launch.pid = child.pid;
-    this.opts.output.started(launch.output!, child.pid);
-    this.live.set(child.pid, launch);
-    this.opts.containment.started(child.pid, input.generation, input.index);
-    child.on('exit', (code, signal) => this.exited(launch, code, signal));
-    launch.report({ type: 'process.started', pid: child.pid, at: Date.now() });
+    if (pid === undefined) return; // the error follows
+    launch.pid = pid;
+    this.opts.output.started(launch.output!, pid);
+    this.live.set(pid, launch);
+    this.opts.containment.started(pid, input.generation, input.index);
+    launch.report({ type: 'process.started', pid, at: Date.now() });
   }
 
   private fail(launch: Launch, err: NodeJS.ErrnoException): void {

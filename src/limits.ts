@@ -9,14 +9,18 @@ import { readFileSync } from 'node:fs';
 
 /** Descriptors the manager keeps for itself: listener, logs, controllers, spawn's transient pipes. */
 export const FD_RESERVE = 64;
-/** Descriptors the manager holds per node: its connection, and its /proc/<pid>/stat, kept open by the sampler (src/pidstat.ts). */
-export const FDS_PER_NODE = 2;
+/**
+ * Descriptors the manager holds per node: its connection, its /proc/<pid>/stat (kept
+ * open by the sampler, src/pidstat.ts) and its pidfd (src/spawner.ts; none with the
+ * child_process fallback, which is counted the same).
+ */
+export const FDS_PER_NODE = 3;
 
 /** Nodes that RLIMIT_NOFILE `nofile` leaves room for. */
 export const nodesForNofile = (nofile: number): number => Math.floor((nofile - FD_RESERVE) / FDS_PER_NODE);
 /** Why that is the bound, for messages. */
 export const nofileReason = (nofile: number): string =>
-  `RLIMIT_NOFILE ${nofile} (${FDS_PER_NODE} descriptors per node: its connection and its /proc stat file; ${FD_RESERVE} kept for the manager)`;
+  `RLIMIT_NOFILE ${nofile} (${FDS_PER_NODE} descriptors per node: its connection, its /proc stat file and its pidfd; ${FD_RESERVE} kept for the manager)`;
 
 export interface HostLimits {
   /** Soft RLIMIT_NOFILE of the manager. */

@@ -253,7 +253,7 @@ describe('spawn failures are states', () => {
 
   test('generate 500 under prlimit --nofile=256: per-node EMFILE failures, rollback, and the manager keeps serving', async () => {
     const { c, m } = await manager(['--node-command', path.join(FIXTURES, 'sleeper.sh'), '--max-nodes', '500'], {}, ['prlimit', '--nofile=256', '--']);
-    await eventually(() => /--max-nodes 500 is more than this host's limits allow \(96, bound by RLIMIT_NOFILE 256/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8')), 3000, 'limits warning');
+    await eventually(() => /--max-nodes 500 is more than this host's limits allow \(64, bound by RLIMIT_NOFILE 256/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8')), 3000, 'limits warning');
     const e = await errorOf(c.generate(500));
     expect(e.code).toBe('SPAWN_FAILED');
     expect(e.message).toMatch(/RLIMIT_NOFILE is 256/);
@@ -278,9 +278,9 @@ describe('spawn failures are states', () => {
 
   test('without --max-nodes, the default comes from the limits: generate 500 under nofile 256 is refused with LIMIT', async () => {
     const { c, m } = await manager(['--node-command', path.join(FIXTURES, 'sleeper.sh')], {}, ['prlimit', '--nofile=256', '--']);
-    await eventually(() => /max nodes 96 \(limits allow 96, bound by RLIMIT_NOFILE 256/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8')), 3000, 'limits line');
+    await eventually(() => /max nodes 64 \(limits allow 64, bound by RLIMIT_NOFILE 256/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8')), 3000, 'limits line');
     const e = await errorOf(c.generate(500));
     expect(e.code).toBe('LIMIT');
-    expect(e.message).toMatch(/exceeds this manager's limit of 96 nodes/);
+    expect(e.message).toMatch(/exceeds this manager's limit of 64 nodes/);
   });
 });

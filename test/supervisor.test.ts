@@ -4,6 +4,7 @@
 import { managerMachine } from '../machines/manager';
 import { Containment } from '../src/containment';
 import { Launcher } from '../src/launcher';
+import { createSpawner } from '../src/spawner';
 import { createLogger } from '../src/logger';
 import { NodeOutput } from '../src/nodeoutput';
 import { isAlive } from '../src/proc';
@@ -27,6 +28,7 @@ function setup(machine = managerMachine) {
     logger,
     containment,
     maxLive: 100,
+    spawner: createSpawner(undefined).spawner,
   });
   return { launcher, supervisor: new Supervisor({ launcher, containment, logger, maxQueue: 10, machine }) };
 }

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "herd_spawn",
+      "sources": ["native/spawn.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}
