@@ -27,42 +27,71 @@
 #define P_PIDFD 3
 #endif
 
-extern char **environ;
+typedef struct watch watch_t;
 
 typedef struct {
   napi_env env;
   uv_loop_t *loop;
   napi_ref on_exit;
   napi_async_context async;
-  // Children still watched, and whether the spawn function was collected: the
-  // instance lives until both say it is no longer needed.
+  // Children still watched. The instance lives until the spawn function is
+  // collected and none is left, or until the environment is torn down.
+  watch_t *watches;
   unsigned live;
   int collected;
+  // The environment is being torn down: N-API may no longer be called.
+  int torn_down;
 } instance_t;
 
-typedef struct {
+struct watch {
   uv_poll_t poll;
   instance_t *inst;
+  watch_t *prev, *next;
   pid_t pid;
   int pidfd;
-} watch_t;
+};
 
 static int pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
-#define CHECK(call)                                                   \
-  do {                                                                \
-    if ((call) != napi_ok) {                                          \
+#define CHECK(call)                                                          \
+  do {                                                                       \
+    if ((call) != napi_ok) {                                                 \
       napi_throw_error(env, NULL, "herd spawn: N-API call failed: " #call); \
-      return NULL;                                                    \
-    }                                                                 \
+      return NULL;                                                           \
+    }                                                                        \
   } while (0)
 
-static void free_watch(uv_handle_t *h) { free(h); }
+static void cleanup(void *data);
 
 static void release(instance_t *inst) {
+  napi_remove_env_cleanup_hook(inst->env, cleanup, inst);
   napi_delete_reference(inst->env, inst->on_exit);
   napi_async_destroy(inst->env, inst->async);
   free(inst);
+}
+
+// Stops watching: the pidfd is closed, the handle freed once libuv lets go of it.
+static void unwatch(watch_t *w) {
+  instance_t *inst = w->inst;
+  if (w->prev) w->prev->next = w->next;
+  else inst->watches = w->next;
+  if (w->next) w->next->prev = w->prev;
+  inst->live--;
+  uv_poll_stop(&w->poll);
+  close(w->pidfd);
+  // The handle is the watch's first member. libc's free, not a function of this
+  // addon: a worker's addons are unloaded before its loop runs the close callbacks.
+  uv_close((uv_handle_t *)&w->poll, (uv_close_cb)(void (*)(void))free);
+}
+
+// The environment is going away (the process exits, or a worker thread ends):
+// no handle may be left on its loop, and nothing can be reported any more.
+static void cleanup(void *data) {
+  instance_t *inst = data;
+  while (inst->watches) unwatch(inst->watches);
+  inst->torn_down = 1;
+  // The environment frees its references and contexts itself.
+  if (inst->collected) free(inst);
 }
 
 // Calls on_exit(pid, code, signal) on the main thread, as a callback from the event loop.
@@ -85,48 +114,59 @@ static void report(instance_t *inst, pid_t pid, int code, int sig) {
 }
 
 static void on_readable(uv_poll_t *h, int status, int events) {
-  (void)status;
   (void)events;
   watch_t *w = (watch_t *)h;
   siginfo_t info;
   memset(&info, 0, sizeof info);
   int r = waitid(P_PIDFD, (id_t)w->pidfd, &info, WEXITED | WNOHANG);
-  if (r == 0 && info.si_pid == 0) return; // woken early: not exited yet
+  if (r == 0 && info.si_pid == 0) {
+    // Not exited yet. After a poll error libuv has stopped watching: watch again.
+    if (status < 0) uv_poll_start(h, UV_READABLE, on_readable);
+    return;
+  }
   // code -1 and signal 0: the exit could not be read (someone else reaped it).
   int code = -1, sig = 0;
   if (r == 0) {
     if (info.si_code == CLD_EXITED) code = info.si_status;
     else sig = info.si_status;
   }
-  uv_poll_stop(h);
-  close(w->pidfd);
   pid_t pid = w->pid;
   instance_t *inst = w->inst;
-  uv_close((uv_handle_t *)h, free_watch);
-  inst->live--;
+  unwatch(w);
   report(inst, pid, code, sig);
   if (inst->collected && inst->live == 0) release(inst);
 }
 
-static char **string_array(napi_env env, napi_value arr, const char *first) {
+// A JS array of strings as a NULL-terminated array; NULL (with *err set) if an
+// element is not a string or memory runs out.
+static char **string_array(napi_env env, napi_value arr, int *err) {
   uint32_t n = 0;
-  if (napi_get_array_length(env, arr, &n) != napi_ok) return NULL;
-  size_t off = first ? 1 : 0;
-  char **out = calloc(n + off + 1, sizeof(char *));
-  if (!out) return NULL;
-  if (first) out[0] = strdup(first);
+  if (napi_get_array_length(env, arr, &n) != napi_ok) {
+    *err = EINVAL;
+    return NULL;
+  }
+  char **out = calloc(n + 1, sizeof(char *));
+  if (!out) {
+    *err = ENOMEM;
+    return NULL;
+  }
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     size_t len = 0;
-    napi_get_element(env, arr, i, &v);
-    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) goto fail;
-    out[i + off] = malloc(len + 1);
-    if (!out[i + off]) goto fail;
-    napi_get_value_string_utf8(env, v, out[i + off], len + 1, &len);
+    if (napi_get_element(env, arr, i, &v) != napi_ok || napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+      *err = EINVAL;
+      goto fail;
+    }
+    if (!(out[i] = malloc(len + 1))) {
+      *err = ENOMEM;
+      goto fail;
+    }
+    napi_get_value_string_utf8(env, v, out[i], len + 1, &len);
   }
-  return out;
+  if (n == 0) *err = EINVAL; // no argv[0]
+  else return out;
 fail:
-  for (uint32_t i = 0; i < n + off; i++) free(out[i]);
+  for (uint32_t i = 0; i < n; i++) free(out[i]);
   free(out);
   return NULL;
 }
@@ -137,68 +177,96 @@ static void free_strings(char **a) {
   free(a);
 }
 
-// spawn(file, args, env, outFd) -> pid, or -errno. The child gets its own session
-// (and so its own process group), stdin from /dev/null, stdout and stderr on outFd,
-// every signal at its default and none blocked; the command is looked up in PATH as
-// execvp does. Every other descriptor of the manager is close-on-exec (libuv and
-// Node open them so).
+// posix_spawnp of `file` with `argv` and `envp`: its own session (and so its own process
+// group), stdin from /dev/null, stdout and stderr on out_fd, every signal at its
+// default and none blocked. Every other descriptor of the manager is close-on-exec
+// (libuv and Node open them so). Returns 0 or an errno.
+static int start(pid_t *pid, const char *file, char **argv, char **envp, int out_fd) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  int err = posix_spawn_file_actions_init(&fa);
+  if (err) return err;
+  err = posix_spawnattr_init(&at);
+  if (err) {
+    posix_spawn_file_actions_destroy(&fa);
+    return err;
+  }
+  if (!err) err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (!err) err = posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+  if (!err) err = posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
+  if (!err) err = posix_spawnattr_setsigmask(&at, &none);
+  if (!err) err = posix_spawnattr_setsigdefault(&at, &all);
+  if (!err) err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (!err) err = posix_spawnp(pid, file, &fa, &at, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  return err;
+}
+
+// Watches a started child's pidfd; returns 0 or an errno (the child is then killed and reaped).
+static int watch(instance_t *inst, pid_t pid) {
+  watch_t *w = malloc(sizeof *w);
+  int err = 0;
+  int pidfd = -1;
+  if (!w) err = ENOMEM;
+  else if ((pidfd = pidfd_open(pid)) < 0) err = errno;
+  else {
+    int r = uv_poll_init(inst->loop, &w->poll, pidfd);
+    if (r < 0) err = -r;
+  }
+  if (err) {
+    // A child we cannot watch would never be reaped: kill it (its session's group,
+    // which it leads) and reap it here.
+    if (pidfd >= 0) close(pidfd);
+    free(w);
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return err;
+  }
+  w->inst = inst;
+  w->pid = pid;
+  w->pidfd = pidfd;
+  w->prev = NULL;
+  w->next = inst->watches;
+  if (inst->watches) inst->watches->prev = w;
+  inst->watches = w;
+  inst->live++;
+  uv_poll_start(&w->poll, UV_READABLE, on_readable);
+  return 0;
+}
+
+// spawn(file, argv, env, outFd) -> pid, or -errno. `argv` includes argv[0]; `env` is
+// an array of "KEY=value".
 static napi_value Spawn(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value args[4];
   instance_t *inst;
   CHECK(napi_get_cb_info(env, info, &argc, args, NULL, (void **)&inst));
+  int32_t out_fd = -1;
+  if (argc < 4 || napi_get_value_int32(env, args[3], &out_fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "herd spawn: spawn(file, argv, env, outFd)");
+    return NULL;
+  }
   size_t len = 0;
   CHECK(napi_get_value_string_utf8(env, args[0], NULL, 0, &len));
   char *file = malloc(len + 1);
-  if (!file) return NULL;
-  napi_get_value_string_utf8(env, args[0], file, len + 1, &len);
-  int32_t out_fd = -1;
-  napi_get_value_int32(env, args[3], &out_fd);
-  char **argv = string_array(env, args[1], file);
-  char **envp = string_array(env, args[2], NULL);
   int err = 0;
-  pid_t pid = -1;
-  if (!argv || !envp) {
-    err = ENOMEM;
-  } else {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t all, none;
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, out_fd, 2);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    err = posix_spawnp(&pid, file, &fa, &at, argv, envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+  char **argv = NULL, **envp = NULL;
+  if (!file) err = ENOMEM;
+  else {
+    napi_get_value_string_utf8(env, args[0], file, len + 1, &len);
+    argv = string_array(env, args[1], &err);
+    if (argv) envp = string_array(env, args[2], &err);
   }
+  pid_t pid = -1;
+  if (!err) err = start(&pid, file, argv, envp, out_fd);
   free(file);
   free_strings(argv);
   free_strings(envp);
-  if (err == 0) {
-    // A child we cannot watch would never be reaped: kill it and report why.
-    watch_t *w = malloc(sizeof *w);
-    int pidfd = w ? pidfd_open(pid) : -1;
-    if (pidfd < 0 || uv_poll_init(inst->loop, &w->poll, pidfd) != 0) {
-      err = w == NULL ? ENOMEM : pidfd < 0 ? errno : EINVAL;
-      if (pidfd >= 0) close(pidfd);
-      free(w);
-      kill(-pid, SIGKILL); // its session's group, which it leads
-      waitpid(pid, NULL, 0);
-    } else {
-      w->inst = inst;
-      w->pid = pid;
-      w->pidfd = pidfd;
-      inst->live++;
-      uv_poll_start(&w->poll, UV_READABLE, on_readable);
-    }
-  }
+  if (!err) err = watch(inst, pid);
   napi_value result;
   CHECK(napi_create_int32(env, err == 0 ? pid : -err, &result));
   return result;
@@ -222,7 +290,8 @@ static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   instance_t *inst = data;
   inst->collected = 1;
-  if (inst->live == 0) release(inst);
+  if (inst->torn_down) free(inst);
+  else if (inst->live == 0) release(inst);
 }
 
 // init(onExit) -> spawn, or null where this kernel cannot watch children by pidfd.
@@ -236,7 +305,10 @@ static napi_value Init(napi_env env, napi_callback_info info) {
     return result;
   }
   instance_t *inst = calloc(1, sizeof *inst);
-  if (!inst) return NULL;
+  if (!inst) {
+    napi_throw_error(env, NULL, "herd spawn: out of memory");
+    return NULL;
+  }
   inst->env = env;
   CHECK(napi_get_uv_event_loop(env, &inst->loop));
   CHECK(napi_create_reference(env, fn, 1, &inst->on_exit));
@@ -245,6 +317,7 @@ static napi_value Init(napi_env env, napi_callback_info info) {
   CHECK(napi_async_init(env, NULL, name, &inst->async));
   CHECK(napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, Spawn, inst, &result));
   CHECK(napi_add_finalizer(env, result, inst, finalize, NULL, NULL));
+  CHECK(napi_add_env_cleanup_hook(env, cleanup, inst));
   return result;
 }
 

@@ -278,7 +278,12 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
         }
         this.readNodes(live, from, Math.min(live.nodes.length, from + NODES_PER_SLICE), result.nodes, carry);
       }
-      if (!carry && this.carried > 0 && nodesCpu !== null && this.lastNodesCpu !== null) this.checkCounted(live.generation, nodesCpu - this.lastNodesCpu);
+      if (!carry && this.carried > 0 && this.lastNodesCpu !== null) {
+        // Read again now: every node's window (from its last read, after the last counter
+        // reading, to its read in this sample) lies inside the counter's.
+        const after = this.opts.nodesCpuUsec?.() ?? null;
+        if (after !== null) this.checkCounted(live.generation, after - this.lastNodesCpu);
+      }
       this.pids.commit();
       this.lastNodesCpu = nodesCpu;
       this.carried = carry ? this.carried + 1 : 0;
@@ -323,8 +328,8 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
 
   /**
    * After carried samples: the nodes' own CPU since their last read must fit in what
-   * the counter saw over the same time (give or take a tick per node, as /proc counts
-   * in whole ticks). More means some node ran outside the run's cgroup while the
+   * the counter saw over a window that holds all of theirs (give or take a tick per
+   * node, as /proc counts in whole ticks). More means some node ran outside the run's cgroup while the
    * samples said it had not: its generation is read in full from now on.
    */
   private checkCounted(generation: number, counterUsec: number): void {

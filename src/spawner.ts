@@ -9,7 +9,7 @@
 // Benchmarks). HERD_SPAWN=child_process chooses the fallback.
 
 import { spawn as nodeSpawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { getSystemErrorName } from 'node:util';
@@ -48,10 +48,31 @@ function errnoError(errno: number, syscall: string, file: string): NodeJS.ErrnoE
   return err;
 }
 
+/**
+ * Where execvp finds `file`: itself if it names a path, else the first executable
+ * of that name in `PATH` (or `file` if there is none, to fail with ENOENT).
+ */
+function inPath(file: string, PATH = '/usr/local/bin:/usr/bin:/bin'): string {
+  if (file.includes('/')) return file;
+  for (const dir of PATH.split(':')) {
+    const candidate = path.join(dir || '.', file);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return file;
+}
+
 class NativeSpawner implements Spawner {
   readonly kind = 'posix_spawn';
   private readonly children = new Map<number, ChildEvents>();
-  private readonly start: (file: string, args: readonly string[], env: string[], outFd: number) => number;
+  /** Commands found in PATH, by name and PATH. */
+  private readonly resolved = new Map<string, string>();
+  /** posix_spawnp(file, argv, env), stdout and stderr on outFd: a pid, or -errno. */
+  private readonly start: (file: string, argv: readonly string[], env: string[], outFd: number) => number;
 
   constructor(init: (onExit: (pid: number, code: number, signal: number) => void) => NativeSpawner['start'] | null) {
     const start = init((pid, code, signal) => this.exited(pid, code, signal));
@@ -65,9 +86,21 @@ class NativeSpawner implements Spawner {
       const value = env[key];
       if (value !== undefined) envp.push(`${key}=${value}`);
     }
-    let pid = this.start(file, args, envp, outFd);
+    // Looked up in the node's PATH, as child_process does (posix_spawnp would use the manager's).
+    const key = `${file}\0${env.PATH}`;
+    let resolved = this.resolved.get(key) ?? inPath(file, env.PATH);
+    // argv[0] is the command as given, as child_process gives it.
+    const argv = [file, ...args];
+    let pid = this.start(resolved, argv, envp, outFd);
+    if (pid === -constants.errno.ENOENT && this.resolved.delete(key)) {
+      // Moved since it was found: look again.
+      resolved = inPath(file, env.PATH);
+      pid = this.start(resolved, argv, envp, outFd);
+    }
     // A script without a #! line: run it with /bin/sh, as execvp (and so child_process) does.
-    if (pid === -constants.errno.ENOEXEC) pid = this.start('/bin/sh', [file, ...args], envp, outFd);
+    if (pid === -constants.errno.ENOEXEC) pid = this.start('/bin/sh', ['/bin/sh', resolved, ...args], envp, outFd);
+    if (typeof pid === 'number' && pid > 0) this.resolved.set(key, resolved);
+    if (typeof pid !== 'number') throw new Error(`herd spawn: no pid for ${file}`);
     if (pid < 0) throw errnoError(-pid, 'posix_spawn', file);
     this.children.set(pid, events);
     return pid;

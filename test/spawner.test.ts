@@ -89,9 +89,13 @@ describe.each(cases)('%s', (kind, spawner) => {
       await eventually(() => readFileSync(`/proc/${pid}/comm`, 'latin1') === 'sleep\n', 3000, 'exec');
       const [, ppid, pgrp, session] = statFields(pid);
       expect([Number(ppid), Number(pgrp), Number(session)]).toEqual([process.pid, pid, pid]);
-      // Beyond 0-2, only what this process holds without close-on-exec (jest's own, if any): none of Node's.
-      const fds = readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
-      expect(fds).toEqual([0, 1, 2, ...inheritable()]);
+      // Beyond 0-2, only what this process holds without close-on-exec (jest's own, if any): none of
+      // Node's. Read until it settles: the comm changes a moment before the exec closes descriptors.
+      const expected = JSON.stringify([0, 1, 2, ...inheritable()]);
+      const childFds = () => readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+      await eventually(() => JSON.stringify(childFds()) === expected, 2000, 'the exec closed the descriptors').catch(() => undefined);
+      const fds = childFds();
+      expect(JSON.stringify(fds)).toBe(expected);
       expect(fds.map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`))).not.toContain(path.join(dir, 'held-open'));
       expect(readlinkSync(`/proc/${pid}/fd/0`)).toBe('/dev/null');
       expect(readlinkSync(`/proc/${pid}/fd/1`)).toBe(path.join(dir, `${kind}.log`));
@@ -133,6 +137,15 @@ describe.each(cases)('%s', (kind, spawner) => {
       closeSync(fd);
     }
     expect(readFileSync(log, 'utf8')).toBe('plain x\n');
+    // The same found through PATH.
+    const fd2 = openSync(log, 'w');
+    try {
+      const { ended } = await start(spawner, path.basename(script), ['y'], fd2, { PATH: `${dir}:${process.env.PATH}` });
+      expect(await ended).toEqual({ code: 0, signal: null });
+    } finally {
+      closeSync(fd2);
+    }
+    expect(readFileSync(log, 'utf8')).toBe('plain y\n');
   });
 
   test('a command that does not exist fails with ENOENT', async () => {
