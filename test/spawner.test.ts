@@ -87,6 +87,8 @@ describe.each(cases)('%s', (kind, spawner) => {
     const { pid, ended } = await start(spawner, 'sleep', ['30'], out);
     try {
       await eventually(() => readFileSync(`/proc/${pid}/comm`, 'latin1') === 'sleep\n', 3000, 'exec');
+      // argv[0] as given, not the path it was found at.
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0')).toEqual(['sleep', '30', '']);
       const [, ppid, pgrp, session] = statFields(pid);
       expect([Number(ppid), Number(pgrp), Number(session)]).toEqual([process.pid, pid, pid]);
       // Beyond 0-2, only what this process holds without close-on-exec (jest's own, if any): none of
