@@ -140,7 +140,6 @@ export function createSpawner(choice: string | undefined): { spawner: Spawner; n
   if (!existsSync(ADDON)) why = `${ADDON} was not built (npm run build needs a C compiler and Node's headers)`;
   else {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       return { spawner: new NativeSpawner(require(ADDON).init), note: null };
     } catch (err) {
       why = `${ADDON} cannot be used: ${(err as Error).message}`;
