@@ -329,8 +329,9 @@ export class Sampler extends EventEmitter<{ sample: [StatsEvent, number] }> {
   /**
    * After carried samples: the nodes' own CPU since their last read must fit in what
    * the counter saw over a window that holds all of theirs (give or take a tick per
-   * node, as /proc counts in whole ticks). More means some node ran outside the run's cgroup while the
-   * samples said it had not: its generation is read in full from now on.
+   * node, as /proc counts in whole ticks). More means some node ran outside the
+   * run's cgroup while the samples said it had not: its generation is read in full
+   * from now on.
    */
   private checkCounted(generation: number, counterUsec: number): void {
     const slackTicks = this.readMoved + this.clkTck / 10;
