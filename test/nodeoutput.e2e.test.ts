@@ -41,7 +41,10 @@ test('a node writing 50 MB as fast as it can finishes; the manager RSS stays fla
   const rssAfter = vmRssBytes(m!.proc.pid!);
   const [node] = (await c.status()).nodes;
   expect(node).toMatchObject({ exitCode: 0, signal: null });
-  expect(node.tail!.at(-1)).toBe('done');
+  // Its last line is "done". A rotation at the very end may have cut the line before it short and
+  // lost the rest (copy-truncate drops what lands between the copy and the truncate), and the tail,
+  // read across the two files, then joins that fragment to "done".
+  expect(node.tail!.at(-1)).toMatch(/^[A-Za-z0-9+/=]*done$/);
 
   // Rotated: the current file and one .1, nothing left over (a rotation under way may still hold a .tmp).
   const files = () => readdirSync(genDir(m!, generation)).sort();
