@@ -141,7 +141,13 @@ describe('a manager with the example node', () => {
 
   test('stats: host CPU and memory, and CPU/RSS of every live node', async () => {
     const g = await c.generate(2, { wait: 'connected', timeoutMs: 20000 });
-    const stats = await eventually(async () => (await c.stats()).nodes.length === 2, 5000, 'stats of both nodes').then(() => c.stats());
+    // `stats` answers with the last sample, which may predate the nodes' start-up (a node just
+    // exec'd has a few hundred KB resident): wait for one that shows both nodes running.
+    const grown = async () => {
+      const s = await c.stats();
+      return s.nodes.length === 2 && s.nodes.every((n) => n.rss > 1024 * 1024);
+    };
+    const stats = await eventually(grown, 5000, 'a sample of both nodes, started up').then(() => c.stats());
     expect(stats.host.cpus.length).toBeGreaterThan(0);
     expect(stats.host.memUsed).toBeLessThan(stats.host.memTotal);
     expect(stats.nodes.map((n) => n.pid).sort()).toEqual(g.nodes.map((n) => n.pid).sort());
