@@ -339,14 +339,15 @@ describe('per-node reading', () => {
     honest = true;
     const seen = events.length;
     await eventually(() => events.length >= seen + 2, 3000, 'two more samples');
+    // Read, the spinning child shows CPU (how much depends on the machine's load); carried, exactly 0.
     const busyCpu = (e: StatsEvent) => e.nodes.find((n) => n.pid === busy.pid)!.cpu;
     // The first sample reads (no earlier counter); then carried until the counter moves.
-    expect(events.slice(0, 4).map((e) => busyCpu(e) > 50)).toEqual([true, false, false, false]);
+    expect(events.slice(0, 4).map((e) => busyCpu(e) > 0)).toEqual([true, false, false, false]);
     // Carried readings keep the RSS of the last read.
     for (const e of events.slice(0, 4)) expect(e.nodes.find((n) => n.pid === idle.pid)!.rss).toBe(events[0].nodes.find((n) => n.pid === idle.pid)!.rss);
     // Once it moves, each sample reads (and charges the busy child its CPU since its last read, in
     // the first: what the carried ones hid, which a real counter would not have).
-    expect(events.slice(seen, seen + 2).map((e) => busyCpu(e) > 50)).toEqual([true, true]);
+    expect(events.slice(seen, seen + 2).map((e) => busyCpu(e) > 0)).toEqual([true, true]);
     // The counter did count what the nodes used: no warning.
     expect(warnings()).toEqual([]);
   });
@@ -367,13 +368,13 @@ describe('per-node reading', () => {
     const busyCpu = (e: StatsEvent) => e.nodes.find((n) => n.pid === busy.pid)!.cpu;
     // The first sample reads; 9 carried; the 11th reads, finds the CPU the counter missed, and from
     // then on every sample reads.
-    expect(events.slice(0, 13).map((e) => busyCpu(e) > 50)).toEqual([true, false, false, false, false, false, false, false, false, false, true, true, true]);
+    expect(events.slice(0, 13).map((e) => busyCpu(e) > 0)).toEqual([true, false, false, false, false, false, false, false, false, false, true, true, true]);
     expect(warnings().map((w) => w.message)).toEqual([expect.stringMatching(/^generation 1: nodes used \d+ ms of CPU that the run's cgroup did not count \(0 ms\): some node left its cgroup .* every node of this generation is read every sample from now on$/)]);
     // The next generation starts trusting the counter again.
     generation = 2;
     const seen = events.length;
     await eventually(() => events.length >= seen + 3, 3000, 'three more samples');
-    expect(events.slice(seen, seen + 3).map((e) => busyCpu(e) > 50)).toEqual([true, false, false]);
+    expect(events.slice(seen, seen + 3).map((e) => busyCpu(e) > 0)).toEqual([true, false, false]);
   });
 
   test('one descriptor per listed live node, closed when it leaves the list or exits, all closed by stop()', async () => {
