@@ -177,7 +177,8 @@ static void free_strings(char **a) {
   free(a);
 }
 
-// posix_spawnp of `file` with `argv` and `envp`: its own session (and so its own process
+// posix_spawn of `file` (a path: src/spawner.ts looks it up in the node's PATH)
+// with `argv` and `envp`: its own session (and so its own process
 // group), stdin from /dev/null, stdout and stderr on out_fd, every signal at its
 // default and none blocked. Every other descriptor of the manager is close-on-exec
 // (libuv and Node open them so). Returns 0 or an errno.
@@ -200,7 +201,7 @@ static int start(pid_t *pid, const char *file, char **argv, char **envp, int out
   if (!err) err = posix_spawnattr_setsigmask(&at, &none);
   if (!err) err = posix_spawnattr_setsigdefault(&at, &all);
   if (!err) err = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  if (!err) err = posix_spawnp(pid, file, &fa, &at, argv, envp);
+  if (!err) err = posix_spawn(pid, file, &fa, &at, argv, envp);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   return err;

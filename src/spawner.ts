@@ -50,9 +50,9 @@ function errnoError(errno: number, syscall: string, file: string): NodeJS.ErrnoE
 
 /**
  * Where execvp finds `file`: itself if it names a path, else the first executable
- * of that name in `PATH` (or `file` if there is none, to fail with ENOENT).
+ * of that name in `PATH` (execvp's default when there is none), or null.
  */
-function inPath(file: string, PATH = '/usr/local/bin:/usr/bin:/bin'): string {
+function inPath(file: string, PATH = '/bin:/usr/bin'): string | null {
   if (file.includes('/')) return file;
   for (const dir of PATH.split(':')) {
     const candidate = path.join(dir || '.', file);
@@ -63,7 +63,7 @@ function inPath(file: string, PATH = '/usr/local/bin:/usr/bin:/bin'): string {
       // not here
     }
   }
-  return file;
+  return null;
 }
 
 class NativeSpawner implements Spawner {
@@ -71,7 +71,7 @@ class NativeSpawner implements Spawner {
   private readonly children = new Map<number, ChildEvents>();
   /** Commands found in PATH, by name and PATH. */
   private readonly resolved = new Map<string, string>();
-  /** posix_spawnp(file, argv, env), stdout and stderr on outFd: a pid, or -errno. */
+  /** posix_spawn(file, argv, env), stdout and stderr on outFd: a pid, or -errno. */
   private readonly start: (file: string, argv: readonly string[], env: string[], outFd: number) => number;
 
   constructor(init: (onExit: (pid: number, code: number, signal: number) => void) => NativeSpawner['start'] | null) {
@@ -86,22 +86,21 @@ class NativeSpawner implements Spawner {
       const value = env[key];
       if (value !== undefined) envp.push(`${key}=${value}`);
     }
-    // Looked up in the node's PATH, as child_process does (posix_spawnp would use the manager's).
+    // Looked up in the node's PATH, as child_process does; found once per command and PATH.
     const key = `${file}\0${env.PATH}`;
     let resolved = this.resolved.get(key) ?? inPath(file, env.PATH);
     // argv[0] is the command as given, as child_process gives it.
     const argv = [file, ...args];
-    let pid = this.start(resolved, argv, envp, outFd);
+    let pid = resolved === null ? -constants.errno.ENOENT : this.start(resolved, argv, envp, outFd);
     if (pid === -constants.errno.ENOENT && this.resolved.delete(key)) {
       // Moved since it was found: look again.
       resolved = inPath(file, env.PATH);
-      pid = this.start(resolved, argv, envp, outFd);
+      if (resolved !== null) pid = this.start(resolved, argv, envp, outFd);
     }
     // A script without a #! line: run it with /bin/sh, as execvp (and so child_process) does.
-    if (pid === -constants.errno.ENOEXEC) pid = this.start('/bin/sh', ['/bin/sh', resolved, ...args], envp, outFd);
-    if (typeof pid === 'number' && pid > 0) this.resolved.set(key, resolved);
-    if (typeof pid !== 'number') throw new Error(`herd spawn: no pid for ${file}`);
+    if (pid === -constants.errno.ENOEXEC) pid = this.start('/bin/sh', ['/bin/sh', resolved!, ...args], envp, outFd);
     if (pid < 0) throw errnoError(-pid, 'posix_spawn', file);
+    this.resolved.set(key, resolved!);
     this.children.set(pid, events);
     return pid;
   }
