@@ -103,6 +103,9 @@ describeIfPython('Python client written from PROTOCOL.md against a real manager'
 // docs/PROTOCOL.md ships the shared contract with herd; where the shared one sits
 // beside the repository (../shared, as on the machines herd is developed on), they are equal.
 const SHARED = path.join(__dirname, '..', '..', 'shared', 'PROTOCOL.md');
-(existsSync(SHARED) ? test : test.skip)('docs/PROTOCOL.md is the shared contract, verbatim', () => {
+const sharedTitle = existsSync(SHARED)
+  ? 'docs/PROTOCOL.md is the shared contract, verbatim'
+  : `SKIPPED: no ${SHARED} to compare docs/PROTOCOL.md with (it sits beside the repository only where herd is developed)`;
+(existsSync(SHARED) ? test : test.skip)(sharedTitle, () => {
   expect(readFileSync(path.join(__dirname, '..', 'docs', 'PROTOCOL.md'), 'utf8')).toBe(readFileSync(SHARED, 'utf8'));
 });
