@@ -129,6 +129,26 @@ export function nodeInfo(n: NodeView): NodeInfo | null {
   return info;
 }
 
+/**
+ * The views once `targets` were sent `stop`: spawning and running nodes are stopping
+ * (a launching one is withdrawn instead, and reports failed). Nodes do not report
+ * stopping; the manager, which sent the stop, records it here.
+ */
+function markStopping(context: ManagerContext, targets: readonly NodeView[]) {
+  const nodes = context.nodes.slice();
+  const phases = { ...context.phases };
+  const changes: { view: NodeView; from: NodePhase }[] = [];
+  for (const n of targets) {
+    if (n.phase !== 'spawning' && n.phase !== 'running') continue;
+    const view: NodeView = { ...n, phase: 'stopping' };
+    nodes[n.index] = view;
+    phases[n.phase]--;
+    phases.stopping++;
+    changes.push({ view, from: n.phase });
+  }
+  return { nodes, phases, changes };
+}
+
 const asReply = (r: ManagerReply): ManagerEmitted => ({ type: 'reply', ...r });
 const asPublish = (event: ManagerEvent): ManagerEmitted => ({ type: 'publish', event });
 
@@ -229,7 +249,11 @@ export const managerMachine = setup({
     dequeue: assign(({ context }) => ({ current: context.queue[0], queue: context.queue.slice(1) })),
 
     stopLive: enqueueActions(({ context, enqueue }) => {
-      for (const n of context.nodes) if (isLive(n)) enqueue.sendTo(context.refs[n.index], { type: 'stop' });
+      const live = context.nodes.filter(isLive);
+      for (const n of live) enqueue.sendTo(context.refs[n.index], { type: 'stop' });
+      const { nodes, phases, changes } = markStopping(context, live);
+      for (const c of changes) enqueue.emit({ type: 'phase', ...c });
+      enqueue.assign({ nodes, phases });
     }),
 
     dropNodes: enqueueActions(({ context, enqueue }) => {
@@ -301,7 +325,11 @@ export const managerMachine = setup({
 
     killTarget: enqueueActions(({ context, enqueue }) => {
       const node = findNode(context.nodes, context.current as KillCommand);
-      if (node && isLive(node) && node.phase !== 'stopping') enqueue.sendTo(context.refs[node.index], { type: 'stop' });
+      if (!node || !isLive(node) || node.phase === 'stopping') return;
+      enqueue.sendTo(context.refs[node.index], { type: 'stop' });
+      const { nodes, phases, changes } = markStopping(context, [node]);
+      for (const c of changes) enqueue.emit({ type: 'phase', ...c });
+      enqueue.assign({ nodes, phases });
     }),
 
     replyKill: enqueueActions(({ context, enqueue }) => {

@@ -153,8 +153,10 @@ export const nodeMachine = setup({
         stop: 'stopping',
       },
     },
+    // Not reported: the manager, which sent the stop, records it itself (once per
+    // reset, not once per node).
     stopping: {
-      entry: ['stopProcess', { type: 'report', params: 'stopping' }],
+      entry: 'stopProcess',
       on: { 'process.exited': { target: 'killed', actions: { type: 'recordExit', params: true } } },
     },
     killed: { type: 'final', entry: { type: 'report', params: 'killed' } },

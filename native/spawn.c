@@ -322,10 +322,29 @@ static napi_value Init(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// kill(pid, signal) -> 0, or -errno. process.kill turns ESRCH into an exception,
+// and the manager meets ESRCH once per node: its group is usually empty by the
+// time the leader is reaped and the group is sent SIGKILL.
+static napi_value Kill(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  CHECK(napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t pid = 0, sig = 0;
+  if (argc < 2 || napi_get_value_int32(env, args[0], &pid) != napi_ok || napi_get_value_int32(env, args[1], &sig) != napi_ok) {
+    napi_throw_type_error(env, NULL, "herd spawn: kill(pid, signal)");
+    return NULL;
+  }
+  napi_value result;
+  CHECK(napi_create_int32(env, kill(pid, sig) == 0 ? 0 : -errno, &result));
+  return result;
+}
+
 static napi_value Module(napi_env env, napi_value exports) {
   napi_value fn;
   if (napi_create_function(env, "init", NAPI_AUTO_LENGTH, Init, NULL, &fn) != napi_ok) return NULL;
   napi_set_named_property(env, exports, "init", fn);
+  if (napi_create_function(env, "kill", NAPI_AUTO_LENGTH, Kill, NULL, &fn) != napi_ok) return NULL;
+  napi_set_named_property(env, exports, "kill", fn);
   return exports;
 }
 

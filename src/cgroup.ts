@@ -1,12 +1,19 @@
 // cgroup v2 containment, used when the host offers a writable cgroup v2 tree.
 //
-// Each node gets its own cgroup, <manager's cgroup>/herd-<run id>/g<G>-n<I>, so
+// Each node gets its own cgroup, <manager's cgroup>/herd-<run id>/n<I>-<K>, so
 // `cgroup.kill` reaches every descendant of the node, whatever it did to its
 // process group, session or environment. A process that forks before it is moved
 // in (the microseconds between spawn and the write to cgroup.procs) is still
 // covered by the process-group and run-id layers.
+//
+// The cgroup of node index I is kept for the next node of index I: creating and
+// removing a cgroup per node (mkdir, rmdir, and the kernel's teardown behind it)
+// cost more than the rest of a reset of 1000 nodes. One that still held processes
+// when its node was reaped is killed and set aside until nothing of the run is
+// alive; then it serves its index again if it has emptied, so a cgroup never
+// holds two nodes' processes.
 
-import { existsSync, readdirSync, readFileSync, rmdirSync, mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readStat } from './proc';
 
@@ -32,6 +39,12 @@ function ownCgroupDir(): string | null {
 }
 
 export class Cgroups {
+  /** The cgroup the next node of each index is moved into. */
+  private readonly slots = new Map<number, string>();
+  /** Cgroups killed while they held processes, set aside until those have left. */
+  private killed: { index: number; dir: string }[] = [];
+  private created = 0;
+
   private constructor(readonly dir: string) {}
 
   /**
@@ -64,42 +77,57 @@ export class Cgroups {
     return existsSync(path.join(dir, 'cgroup.kill')) ? new Cgroups(dir) : null;
   }
 
-  private nodeDir(generation: number, index: number): string {
-    return path.join(this.dir, `g${generation}-n${index}`);
-  }
-
-  /** Moves a freshly started node into its own cgroup; false if the OS refused. */
-  add(pid: number, generation: number, index: number): boolean {
-    const dir = this.nodeDir(generation, index);
+  /** Moves a freshly started node into the cgroup of its index; false if the OS refused. */
+  add(pid: number, index: number): boolean {
+    const dir = this.slots.get(index);
+    if (dir !== undefined) {
+      const entered = enter(dir, pid);
+      // ENOENT: removed behind our back (an empty cgroup looks unused): make another.
+      if (entered !== 'ENOENT') return entered === null;
+    }
+    const fresh = path.join(this.dir, `n${index}-${this.created++}`);
     try {
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
-      return true;
+      mkdirSync(fresh);
     } catch {
       return false;
     }
+    this.slots.set(index, fresh);
+    return enter(fresh, pid) === null;
   }
 
   /**
-   * Kills everything left in a node's cgroup. Returns how many of those
-   * processes had left the node's process group `pgid` (the ones only this layer catches).
+   * A node of `index` was reaped and its process group `pgid` sent SIGKILL: kills
+   * whatever is left in its cgroup. Returns how many of those processes had left
+   * the group (the ones only this layer catches).
    */
-  kill(generation: number, index: number, pgid: number): number {
-    const dir = this.nodeDir(generation, index);
+  release(index: number, pgid: number): number {
+    const dir = this.slots.get(index);
+    if (dir === undefined) return 0;
+    // Usually the node was alone in its cgroup, and it is empty now: nothing escaped.
+    if (isEmpty(dir)) return 0;
     const pids = readPids(dir);
-    if (pids.length === 0) return 0;
     // A pid gone by the time its stat is read was a group member dying of the group's SIGKILL: not an escapee.
     const escaped = pids.filter((pid) => {
       const st = readStat(pid);
       return st !== null && st.pgid !== pgid;
     }).length;
     writeKill(dir);
+    this.slots.delete(index);
+    this.killed.push({ index, dir });
     return escaped;
   }
 
-  /** Removes a node's cgroup once it is empty; false while processes are still leaving it. */
-  remove(generation: number, index: number): boolean {
-    return removeDir(this.nodeDir(generation, index));
+  /**
+   * Nothing of the run is alive: a killed cgroup that has emptied serves its index
+   * again (or is removed, if that index has a new one); a busy one waits for the next time.
+   */
+  settle(): void {
+    this.killed = this.killed.filter(({ index, dir }) => {
+      if (!isEmpty(dir)) return true;
+      if (this.slots.has(index)) removeDir(dir);
+      else this.slots.set(index, dir);
+      return false;
+    });
   }
 
   /**
@@ -129,6 +157,33 @@ export class Cgroups {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
     }
     return found;
+  }
+}
+
+/** Moves `pid` into the cgroup `dir`: null, or the errno code of the failure. */
+function enter(dir: string, pid: number): string | null {
+  try {
+    writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
+    return null;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? 'EIO';
+  }
+}
+
+const oneByte = Buffer.alloc(1);
+
+/** No process in the cgroup: its cgroup.procs reads empty (a third of the time readFileSync takes). */
+function isEmpty(dir: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path.join(dir, 'cgroup.procs'), 'r');
+  } catch {
+    return true; // removed
+  }
+  try {
+    return readSync(fd, oneByte, 0, 1, null) === 0;
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -37,8 +37,6 @@ export class Containment {
   private watchdog: ChildProcess | null = null;
   /** Live nodes the OS would not move into their cgroup. */
   private readonly uncontained = new Set<number>();
-  /** Node cgroups still busy with exiting processes when their node was reaped. */
-  private readonly unremoved: { generation: number; index: number }[] = [];
   private closed = false;
 
   constructor(private readonly opts: ContainmentOptions) {
@@ -81,11 +79,11 @@ export class Containment {
   }
 
   /** A node's process has started: record it, and move it into its cgroup. */
-  started(pid: number, generation: number, index: number): void {
+  started(pid: number, index: number): void {
     const stat = readStat(pid);
     // A child that already died has no stat; its exit event follows.
     if (stat) this.journal.add(pid, stat.startTicks);
-    if (this.cgroups && !this.cgroups.add(pid, generation, index)) {
+    if (this.cgroups && !this.cgroups.add(pid, index)) {
       this.uncontained.add(pid);
       this.opts.logger.debug(`node ${index} (pid ${pid}) could not be moved into its cgroup; the other layers still cover it`);
     }
@@ -95,15 +93,10 @@ export class Containment {
    * A node's process was reaped and its group sent SIGKILL. Empties its cgroup;
    * returns how many of its descendants had left the group (caught by the cgroup).
    */
-  reaped(pid: number, generation: number, index: number): number {
+  reaped(pid: number, index: number): number {
     this.journal.remove(pid);
     this.uncontained.delete(pid);
-    if (!this.cgroups) return 0;
-    // Usually the node was alone in its cgroup, and the rmdir succeeds: nothing escaped.
-    if (this.cgroups.remove(generation, index)) return 0;
-    const escaped = this.cgroups.kill(generation, index, pid);
-    if (!this.cgroups.remove(generation, index)) this.unremoved.push({ generation, index });
-    return escaped;
+    return this.cgroups ? this.cgroups.release(index, pid) : 0;
   }
 
   /**
@@ -115,12 +108,10 @@ export class Containment {
     return this.cgroups !== null && this.uncontained.size === 0 ? this.cgroups.cpuUsec() : null;
   }
 
-  /** Nothing of this run is alive: the state file starts over, and busy cgroups are removed. */
+  /** Nothing of this run is alive: the state file starts over, and the cgroups killed meanwhile are settled. */
   idle(): void {
     this.journal.clear();
-    if (!this.cgroups) return;
-    const busy = this.unremoved.splice(0);
-    for (const c of busy) if (!this.cgroups.remove(c.generation, c.index)) this.unremoved.push(c);
+    this.cgroups?.settle();
   }
 
   /** Kills the run's processes that outlived their node: all of them, or those of one node. */

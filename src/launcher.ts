@@ -54,15 +54,6 @@ interface Launch {
   graceTimer: NodeJS.Timeout | null;
 }
 
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (err) {
-    // ESRCH: the group is already empty. Anything else (EPERM) cannot be ours.
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
 export class Launcher {
   private readonly queue: Launch[] = [];
   /** Started and not yet reaped, by pid: the only pids this manager ever signals. */
@@ -90,7 +81,7 @@ export class Launcher {
 
   /** SIGKILL every live group and every stray of the run at once (crash recovery, forced shutdown). Synchronous. */
   killAll(): number {
-    for (const launch of this.live.values()) signalGroup(launch.pid!, 'SIGKILL');
+    for (const launch of this.live.values()) this.signalGroup(launch.pid!, 'SIGKILL');
     for (const launch of this.queue) launch.cancelled = true;
     this.queue.length = 0;
     this.opts.containment.sweep(null);
@@ -156,7 +147,7 @@ export class Launcher {
     launch.pid = pid;
     this.opts.output.started(launch.output!, pid);
     this.live.set(pid, launch);
-    this.opts.containment.started(pid, input.generation, input.index);
+    this.opts.containment.started(pid, input.index);
     launch.report({ type: 'process.started', pid, at: Date.now() });
   }
 
@@ -170,8 +161,8 @@ export class Launcher {
   private exited(launch: Launch, code: number | null, signal: NodeJS.Signals | null): void {
     const pid = launch.pid!;
     // The leader is reaped; whatever it left in its group dies with it.
-    signalGroup(pid, 'SIGKILL');
-    const escaped = this.opts.containment.reaped(pid, launch.input.generation, launch.input.index);
+    this.signalGroup(pid, 'SIGKILL');
+    const escaped = this.opts.containment.reaped(pid, launch.input.index);
     if (escaped > 0) this.opts.logger.warn(`node ${launch.input.index} (pid ${pid}) left ${escaped} process(es) outside its group; killed through its cgroup`);
     launch.exited = true;
     const stopped = launch.graceTimer !== null;
@@ -201,16 +192,21 @@ export class Launcher {
       return;
     }
     if (launch.graceTimer) return;
-    signalGroup(launch.pid, 'SIGTERM');
+    this.signalGroup(launch.pid, 'SIGTERM');
     // A stopped (SIGSTOP) node would hold SIGTERM pending until the grace runs out.
-    signalGroup(launch.pid, 'SIGCONT');
+    this.signalGroup(launch.pid, 'SIGCONT');
     launch.graceTimer = setTimeout(() => {
       if (!launch.exited) {
         this.opts.logger.warn(`node ${launch.input.index} (pid ${launch.pid}) ignored SIGTERM for ${this.opts.killGraceMs} ms; sending SIGKILL`);
         launch.escalated = true;
-        signalGroup(launch.pid!, 'SIGKILL');
+        this.signalGroup(launch.pid!, 'SIGKILL');
       }
     }, this.opts.killGraceMs);
+  }
+
+  /** ESRCH (the group is already empty) is fine; any other error (EPERM) means it is not ours, and is thrown. */
+  private signalGroup(pgid: number, signal: NodeJS.Signals): void {
+    this.opts.spawner.kill(-pgid, signal);
   }
 
   private dispose(launch: Launch): void {
@@ -218,7 +214,7 @@ export class Launcher {
     if (launch.graceTimer) clearTimeout(launch.graceTimer);
     if (launch.pid !== null && !launch.exited) {
       // Normally unreachable (nodes are dropped only once reaped): a last resort.
-      signalGroup(launch.pid, 'SIGKILL');
+      this.signalGroup(launch.pid, 'SIGKILL');
     }
   }
 }

@@ -62,6 +62,13 @@ export function ensureStateDir(dir: string): void {
 
 export class RunJournal {
   private fd: number;
+  /**
+   * Removals not yet written: a reset reaps nodes by the hundred per event-loop
+   * turn, and they are written once per turn. One lost in a crash is harmless: the
+   * reaper skips a pid whose start time no longer matches, and a group whose leader
+   * is gone can only hold that node's own processes.
+   */
+  private removed = '';
 
   private constructor(readonly file: string, private readonly header: RunHeader) {
     this.fd = openSync(file, 'w', 0o600);
@@ -74,15 +81,18 @@ export class RunJournal {
   }
 
   add(pid: number, startTicks: number): void {
-    writeSync(this.fd, `{"+":${pid},"s":${startTicks}}\n`);
+    // Pending removals first: the pid may be one of theirs, reused.
+    writeSync(this.fd, `${this.takeRemoved()}{"+":${pid},"s":${startTicks}}\n`);
   }
 
   remove(pid: number): void {
-    writeSync(this.fd, `{"-":${pid}}\n`);
+    if (this.removed === '') setImmediate(() => this.flush());
+    this.removed += `{"-":${pid}}\n`;
   }
 
   /** Starts the file over (nothing of the run is alive any more). */
   clear(): void {
+    this.removed = '';
     closeSync(this.fd);
     this.fd = openSync(this.file, 'w', 0o600);
     this.writeHeader();
@@ -90,12 +100,24 @@ export class RunJournal {
 
   /** A clean exit: nothing is left to reap. */
   close(): void {
+    this.removed = '';
     closeSync(this.fd);
     try {
       unlinkSync(this.file);
     } catch {
       // already gone
     }
+  }
+
+  private flush(): void {
+    const removed = this.takeRemoved();
+    if (removed !== '') writeSync(this.fd, removed);
+  }
+
+  private takeRemoved(): string {
+    const removed = this.removed;
+    this.removed = '';
+    return removed;
   }
 
   private writeHeader(): void {

@@ -30,6 +30,15 @@ export interface Spawner {
    * `events.error` will follow; throws an errno error for a start refused at once.
    */
   spawn(file: string, args: readonly string[], env: NodeJS.ProcessEnv, outFd: number, events: ChildEvents): number | undefined;
+  /** kill(2) (a negative pid names a process group): false if there was no such process, throws on any other error. */
+  kill(pid: number, signal: NodeJS.Signals): boolean;
+}
+
+interface Addon {
+  /** Starts watching children, or null where the kernel has no pidfds. */
+  init(onExit: (pid: number, code: number, signal: number) => void): ((file: string, argv: readonly string[], env: string[], outFd: number) => number) | null;
+  /** kill(2): 0, or -errno. */
+  kill(pid: number, signal: number): number;
 }
 
 const ADDON = path.join(PACKAGE_ROOT, 'build/Release/herd_spawn.node');
@@ -74,10 +83,17 @@ class NativeSpawner implements Spawner {
   /** posix_spawn(file, argv, env), stdout and stderr on outFd: a pid, or -errno. */
   private readonly start: (file: string, argv: readonly string[], env: string[], outFd: number) => number;
 
-  constructor(init: (onExit: (pid: number, code: number, signal: number) => void) => NativeSpawner['start'] | null) {
-    const start = init((pid, code, signal) => this.exited(pid, code, signal));
+  constructor(private readonly addon: Addon) {
+    const start = addon.init((pid, code, signal) => this.exited(pid, code, signal));
     if (start === null) throw new Error('this kernel has no pidfds (Linux 5.4 or later is needed)');
     this.start = start;
+  }
+
+  kill(pid: number, signal: NodeJS.Signals): boolean {
+    const r = this.addon.kill(pid, constants.signals[signal]);
+    if (r === 0) return true;
+    if (r === -constants.errno.ESRCH) return false;
+    throw errnoError(-r, 'kill', String(pid));
   }
 
   spawn(file: string, args: readonly string[], env: NodeJS.ProcessEnv, outFd: number, events: ChildEvents): number {
@@ -123,6 +139,15 @@ const nodeSpawner: Spawner = {
     child.on('exit', events.exit);
     return child.pid;
   },
+  kill(pid, signal) {
+    try {
+      process.kill(pid, signal);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+      throw err;
+    }
+  },
 };
 
 /**
@@ -139,7 +164,7 @@ export function createSpawner(choice: string | undefined): { spawner: Spawner; n
   if (!existsSync(ADDON)) why = `${ADDON} was not built (npm run build needs a C compiler and Node's headers)`;
   else {
     try {
-      return { spawner: new NativeSpawner(require(ADDON).init), note: null };
+      return { spawner: new NativeSpawner(require(ADDON) as Addon), note: null };
     } catch (err) {
       why = `${ADDON} cannot be used: ${(err as Error).message}`;
     }

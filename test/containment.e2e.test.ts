@@ -7,7 +7,7 @@ import path from 'node:path';
 import { HerdClient } from '../src/client';
 import { isAlive, readStat } from '../src/proc';
 import { bootId, reapPredecessors } from '../src/runstate';
-import { cgroupActive, errorOf, eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { cgroupActive, errorOf, eventually, FIXTURES, groupMembers, RunningManager, startManager, startupLine, tmpDir } from './helpers';
 
 jest.setTimeout(60_000);
 
@@ -73,7 +73,7 @@ describe.each([
     // Each escapee is caught by exactly one layer. With cgroups, it is usually the
     // cgroup; the sweep catches one forked before its node was moved into its cgroup.
     expect(r.strays.cgroup + r.strays.sweep).toBe(2);
-    if (!cgroupActive(m)) expect(r.strays.cgroup).toBe(0);
+    if (!(await cgroupActive(m))) expect(r.strays.cgroup).toBe(0);
   });
 
   test('kill of one node kills its escaped descendant and leaves the other node\'s alone', async () => {
@@ -89,7 +89,7 @@ describe.each([
 
 test('the cgroup layer catches a descendant that left the group and dropped its environment (skipped without a writable cgroup v2)', async () => {
   const { m, c } = await manager(['--node-command', path.join(FIXTURES, 'node-with-hidden-escapee.sh')]);
-  if (!cgroupActive(m)) {
+  if (!(await cgroupActive(m))) {
     console.warn('skipped: this host offers no writable cgroup v2 with cgroup.kill (see manager.log)');
     return;
   }
@@ -103,6 +103,39 @@ test('the cgroup layer catches a descendant that left the group and dropped its 
   const r = await c.reset();
   expect(r.strays).toEqual({ cgroup: 1, sweep: 0 });
   await eventually(() => !isAlive(hidden), 3000, 'hidden descendant gone');
+});
+
+test('each node index keeps its cgroup across generations; one that held a stray is killed, and reused or replaced once empty (skipped without a writable cgroup v2)', async () => {
+  // Node 0 leaves a hidden descendant in its cgroup; node 1 leaves nothing.
+  const script = path.join(tmpDir('herd-slots-'), 'node.sh');
+  writeFileSync(script, '#!/bin/sh\nif [ "$HERD_INDEX" = 0 ]; then sleep 0.3; setsid env -i sleep 1000 & echo "hidden $!"; fi\nexec sleep 1000\n');
+  chmodSync(script, 0o755);
+  const { m, c } = await manager(['--node-command', script]);
+  if (!(await cgroupActive(m))) {
+    console.warn('skipped: this host offers no writable cgroup v2 with cgroup.kill (see manager.log)');
+    return;
+  }
+  const runDir = /cgroup (\S+),/.exec(await startupLine(m))![1];
+  const cgroupOf = (pid: number) => path.join(runDir, path.basename(/^0::(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))![1]));
+  const g1 = await c.generate(2);
+  const log = path.join(m.logDir, 'nodes', `gen-${g1.generation}`, 'node-0.log');
+  await eventually(() => existsSync(log) && /^hidden \d+$/m.test(readFileSync(log, 'utf8')), 5000, 'hidden descendant started');
+  const first = g1.nodes.map((n) => cgroupOf(n.pid));
+  expect(path.dirname(first[0])).toBe(runDir);
+  expect(first[0]).not.toBe(first[1]);
+  expect((await c.reset()).strays).toEqual({ cgroup: 1, sweep: 0 });
+
+  const g2 = await c.generate(2);
+  const second = g2.nodes.map((n) => cgroupOf(n.pid));
+  expect(second[1]).toBe(first[1]);
+  // Node 0's was killed: it serves index 0 again if it had emptied by the end of the reset, else a new one does.
+  expect(path.dirname(second[0])).toBe(runDir);
+  expect(second[0]).not.toBe(second[1]);
+  await c.reset();
+  // One cgroup per index is left, empty; a replaced one was removed once empty.
+  const left = readdirSync(runDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => path.join(runDir, d.name));
+  expect(left.sort()).toEqual([...second].sort());
+  for (const dir of left) expect(readFileSync(path.join(dir, 'cgroup.procs'), 'utf8')).toBe('');
 });
 
 describe('a manager that dies without cleaning up', () => {
@@ -136,7 +169,7 @@ describe('a manager that dies without cleaning up', () => {
     // The example node exits by itself when its manager goes away; its descendants would not.
     const descendants = printed.flatMap((p) => [p.child, p.escapee]);
     // Take the watchdog down first, then the manager: the worst case, only the state file is left.
-    const watchdog = Number(/watchdog pid (\d+)/.exec(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8'))![1]);
+    const watchdog = Number(/watchdog pid (\d+)/.exec(await startupLine(m))![1]);
     process.kill(watchdog, 'SIGKILL');
     // Should an expectation below fail, the leftovers must not outlive the test.
     cleanups.push(() => reapPredecessors(stateDir));

@@ -30,7 +30,14 @@ export function tmpDir(prefix = 'herd-test-'): string {
 }
 
 /** Whether a manager runs its nodes in cgroups (it logs "no cgroup" at start-up when it cannot). */
-export const cgroupActive = (m: RunningManager) => !/no cgroup/.test(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8'));
+/** The manager's startup line (it names the containment layers), once winston has written it to manager.log. */
+export async function startupLine(m: RunningManager): Promise<string> {
+  let line: string | undefined;
+  await eventually(() => (line = readFileSync(path.join(m.logDir, 'manager.log'), 'utf8').split('\n').find((l) => l.includes('containment:'))) !== undefined, 5000, 'the startup line in manager.log');
+  return line!;
+}
+
+export const cgroupActive = async (m: RunningManager) => !(await startupLine(m)).includes('no cgroup');
 
 /**
  * Starts `herd manager --port 0` (plus `args`) and waits for its `listening` line.

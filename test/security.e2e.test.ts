@@ -10,7 +10,7 @@ import path from 'node:path';
 import { HerdClient } from '../src/client';
 import { decodeBody, FrameDecoder } from '../src/codec';
 import { isAlive } from '../src/proc';
-import { CLI, startManager, tmpDir } from './helpers';
+import { CLI, eventually, startManager, tmpDir } from './helpers';
 
 jest.setTimeout(30000);
 
@@ -33,7 +33,8 @@ test('HERD_TOKEN_FILE: a world-readable file draws a warning; strangers are cut 
   const m = await startManager([], { HERD_TOKEN_FILE: file, HERD_AUTH_TIMEOUT_MS: '500' });
   try {
     expect(m.stderr()).toContain(`chmod 600 ${file}`);
-    expect(readFileSync(path.join(m.logDir, 'manager.log'), 'utf8')).toContain('readable by other users');
+    // The file transport writes asynchronously: the warning may reach stderr first.
+    await eventually(() => readFileSync(path.join(m.logDir, 'manager.log'), 'utf8').includes('readable by other users'), 5000, 'the warning in manager.log');
 
     // A stranger that says nothing is closed after the deadline, with a reason.
     const started = Date.now();

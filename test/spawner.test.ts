@@ -154,6 +154,14 @@ describe.each(cases)('%s', (kind, spawner) => {
     await expect(start(spawner, path.join(dir, 'missing'), [], out)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  test('kill signals a process group, says false once the group is gone, and throws on a bad signal', async () => {
+    const { pid, ended } = await start(spawner, 'sleep', ['1000'], out);
+    expect(spawner.kill(-pid, 'SIGTERM')).toBe(true);
+    expect(await ended).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(spawner.kill(-pid, 'SIGKILL')).toBe(false);
+    expect(() => spawner.kill(pid, 'SIGNOPE' as NodeJS.Signals)).toThrow();
+  });
+
   test('200 children ending at once: each reported once, with its own status, and reaped', async () => {
     const children = await Promise.all(Array.from({ length: 200 }, (_, i) => start(spawner, 'sh', ['-c', `sleep 0.3; exit ${i % 100}`], out)));
     const ends = await Promise.all(children.map((c) => c.ended));
