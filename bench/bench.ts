@@ -6,7 +6,8 @@
 // (`npm run bench -- --only spawn,status`; `--quick` for fewer and smaller rounds):
 //
 //   spawn      generate N=200 and 1000 lightweight nodes (wait "spawned") vs a bare
-//              child_process.spawn loop; reset them vs a bare kill(-pid, SIGTERM)-and-wait loop
+//              child_process.spawn loop; reset them vs a bare kill(-pid, SIGTERM)-and-wait loop;
+//              the node chart's own stop and exit per node, in-process (bench/chart.ts)
 //   status     `status` round trips idle with 1000 nodes (base: `ping`), and during a generate 1000
 //   idle       manager RSS and idle CPU (1 Hz sampling) with 1000 nodes (base: 0 nodes)
 //   connected  generate until every node connected: 1000 light connecting nodes (bash, one frame,
@@ -30,6 +31,7 @@ import { decodeBody, encodeFrame, FrameDecoder } from '../src/codec';
 import { createLogger } from '../src/logger';
 import { NodeOutput } from '../src/nodeoutput';
 import { pm2Cost, supervisorCost } from './peers';
+import { nodeChartCost } from './chart';
 import { samplerCost } from './sampler';
 import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
 
@@ -558,6 +560,14 @@ async function main(): Promise<void> {
         row(`  vs launcher-like bare (+log file, env), ms`, medMin(sum.herdSpawn), medMin(sum.likeSpawn), ratio(sum.herdSpawn.median, sum.likeSpawn.median));
         row(`reset N=${n} until reaped, ms med (min)`, medMin(sum.herdReset), medMin(sum.bareReset), ratio(sum.herdReset.median, sum.bareReset.median), target(`reset ${n} / bare`, rr, 1.2, 'x'));
         row(`  killer CPU per node, ms (manager vs bench)`, fmt(cpuSum.herdReset.median / n, 2), fmt(cpuSum.bareReset.median / n, 2), ratio(cpuSum.herdReset.median, cpuSum.bareReset.median));
+        if (n === cfg.spawnSizes[cfg.spawnSizes.length - 1]) {
+          // The floor an actor per node puts under a reset, against the bare loop's whole reset per node.
+          const rounds = nodeChartCost(n);
+          const chartUs = summarize(rounds.map((r) => r.stopUs + r.exitUs)).median;
+          const bareUs = (sum.bareReset.median * 1000) / n;
+          spawnResults.nodeChart = { n, rounds, usPerNode: chartUs, bareResetUsPerNode: round(bareUs, 1) };
+          row(`  node chart alone (stop + exit, effects stubbed), µs per node (base: bare reset)`, fmt(chartUs, 1), fmt(bareUs, 1), ratio(chartUs, bareUs));
+        }
       }
       // Diagnostic: the same spawn/reset through a manager without the cgroup layer (HERD_CGROUP=off), to
       // show what the per-node cgroup move costs (the other containment layers stay on).

@@ -1,8 +1,9 @@
-// How a node's process is started and reaped: through native/spawn.c (posix_spawn,
-// then its pidfd watched on the event loop) where that addon was built and the
-// kernel has pidfds (Linux 5.4+), else through child_process.spawn. Both give the
-// child its own session and process group, stdin from /dev/null, stdout and stderr
-// on the node's output file, default signal dispositions, and report its end once.
+// How a node's process is started, signalled and reaped: through native/spawn.c
+// (posix_spawn, then its pidfd watched on the event loop; kill(2) that returns
+// ESRCH rather than throwing it) where that addon was built and the kernel has
+// pidfds (Linux 5.4+), else through child_process.spawn. Both give the child its
+// own session and process group, stdin from /dev/null, stdout and stderr on the
+// node's output file, default signal dispositions, and report its end once.
 //
 // posix_spawn is the default for speed: child_process.spawn forks, copying the
 // manager's page tables for every node (see native/spawn.c and the README's
@@ -84,6 +85,7 @@ class NativeSpawner implements Spawner {
   private readonly start: (file: string, argv: readonly string[], env: string[], outFd: number) => number;
 
   constructor(private readonly addon: Addon) {
+    if (typeof addon.kill !== 'function') throw new Error('it was built from an older native/spawn.c (run npm run build)');
     const start = addon.init((pid, code, signal) => this.exited(pid, code, signal));
     if (start === null) throw new Error('this kernel has no pidfds (Linux 5.4 or later is needed)');
     this.start = start;
