@@ -7,7 +7,7 @@
 //
 //   spawn      generate N=200 and 1000 lightweight nodes (wait "spawned") vs a bare
 //              child_process.spawn loop; reset them vs a bare kill(-pid, SIGTERM)-and-wait loop;
-//              the node chart's own stop and exit per node, in-process (bench/chart.ts)
+//              the node chart's own stop and exit per node, and a bare XState machine's, in-process (bench/chart.ts)
 //   status     `status` round trips idle with 1000 nodes (base: `ping`), and during a generate 1000
 //   idle       manager RSS and idle CPU (1 Hz sampling) with 1000 nodes (base: 0 nodes)
 //   connected  generate until every node connected: 1000 light connecting nodes (bash, one frame,
@@ -100,6 +100,10 @@ function log(msg: string): void {
 const T0 = now();
 
 const ticksMs = (ticks: number) => round((ticks / clkTck()) * 1000, 1);
+const ownCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 /** Pids whose command line contains `needle`, via pgrep -f (run without a shell, so it doesn't match itself). */
 function pgrep(needle: string): number[] {
@@ -523,7 +527,9 @@ async function main(): Promise<void> {
         const reps = cfg.spawnReps;
         const s = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
         // CPU burnt by the spawning process itself (manager, or this bench for the bare loops), in ms:
-        // less sensitive to scheduling noise than wall time on a small box.
+        // less sensitive to scheduling noise than wall time on a small box. The manager's is read from
+        // /proc in clock ticks (10 ms); this process's own through cpuUsage (µs), as a bare reset of
+        // 200 takes a few ms of CPU and would mostly read as 0 ticks.
         const cpu = { herdSpawn: [] as number[], herdReset: [] as number[], bareSpawn: [] as number[], bareReset: [] as number[], likeSpawn: [] as number[] };
         for (let r = 0; r < reps; r++) {
           log(`spawn/reset N=${n} rep ${r + 1}/${reps}`);
@@ -533,17 +539,17 @@ async function main(): Promise<void> {
           s.herdReset.push(await herdReset(client, n));
           cpu.herdSpawn.push(ticksMs(c1 - c0));
           cpu.herdReset.push(ticksMs(cpuTicks(mgrA.pid) - c1));
-          c0 = cpuTicks(process.pid);
+          c0 = ownCpuMs();
           const b = await bareSpawn(lightNode, n, 'plain', path.join(tmpRoot, 'bare-logs'));
-          c1 = cpuTicks(process.pid);
+          c1 = ownCpuMs();
           s.bareSpawn.push(b.ms);
           s.bareReset.push(await bareReset(b.children));
-          cpu.bareSpawn.push(ticksMs(c1 - c0));
-          cpu.bareReset.push(ticksMs(cpuTicks(process.pid) - c1));
+          cpu.bareSpawn.push(round(c1 - c0, 1));
+          cpu.bareReset.push(round(ownCpuMs() - c1, 1));
           // Fresh log files each time, as the manager creates a new gen-K directory per generation.
-          c0 = cpuTicks(process.pid);
+          c0 = ownCpuMs();
           const l = await bareSpawn(lightNode, n, 'launcherLike', path.join(tmpRoot, 'bare-logs', `n${n}-rep${r}`));
-          cpu.likeSpawn.push(ticksMs(cpuTicks(process.pid) - c0));
+          cpu.likeSpawn.push(round(ownCpuMs() - c0, 1));
           s.likeSpawn.push(l.ms);
           await bareReset(l.children);
         }
@@ -562,11 +568,12 @@ async function main(): Promise<void> {
         row(`  killer CPU per node, ms (manager vs bench)`, fmt(cpuSum.herdReset.median / n, 2), fmt(cpuSum.bareReset.median / n, 2), ratio(cpuSum.herdReset.median, cpuSum.bareReset.median));
         if (n === cfg.spawnSizes[cfg.spawnSizes.length - 1]) {
           // The floor an actor per node puts under a reset, against the bare loop's whole reset per node.
-          const rounds = nodeChartCost(n);
-          const chartUs = summarize(rounds.map((r) => r.stopUs + r.exitUs)).median;
+          const chart = nodeChartCost(n);
+          const perNode = (rounds: typeof chart.node) => summarize(rounds.map((r) => r.stopUs + r.exitUs)).median;
           const bareUs = (sum.bareReset.median * 1000) / n;
-          spawnResults.nodeChart = { n, rounds, usPerNode: chartUs, bareResetUsPerNode: round(bareUs, 1) };
-          row(`  node chart alone (stop + exit, effects stubbed), µs per node (base: bare reset)`, fmt(chartUs, 1), fmt(bareUs, 1), ratio(chartUs, bareUs));
+          spawnResults.nodeChart = { n, ...chart, usPerNode: perNode(chart.node), xstateUsPerNode: perNode(chart.bare), bareResetUsPerNode: round(bareUs, 1) };
+          row(`  node chart alone (stop + exit, effects stubbed), µs per node (base: bare reset)`, fmt(perNode(chart.node), 1), fmt(bareUs, 1), ratio(perNode(chart.node), bareUs));
+          row(`    the same two events through a bare 3-state XState machine, µs per node`, fmt(perNode(chart.bare), 1), fmt(bareUs, 1), ratio(perNode(chart.bare), bareUs));
         }
       }
       // Diagnostic: the same spawn/reset through a manager without the cgroup layer (HERD_CGROUP=off), to
