@@ -93,8 +93,10 @@ describe('the timeline of a real manager', () => {
       expect(mine[0].latencyMs).toBeNull();
       const info = status1.nodes.find((n) => n.index === index)!;
       expect(mine.every((l) => l.pid === info.pid)).toBe(true);
-      // The same interval status shows as CONNECTED (those are ms timestamps, taken a moment apart).
-      expect(Math.abs(mine[1].latencyMs! - (Number(info.connectedAt) - Number(info.startedAt)))).toBeLessThan(10);
+      // The same interval status shows as CONNECTED: its ms timestamps are read a moment before the
+      // timeline's, in the same synchronous chain, where a loaded 2-core machine can preempt the manager
+      // (13 ms seen in CI with the whole suite running).
+      expect(Math.abs(mine[1].latencyMs! - (Number(info.connectedAt) - Number(info.startedAt)))).toBeLessThan(50);
       // Each latency is the time since the node's previous change, on the monotonic clock.
       for (let i = 1; i < 4; i++) expect(mine[i].latencyMs).toBeCloseTo(mine[i].mono - mine[i - 1].mono, 2);
       // The example node exits 0 on SIGTERM, well within the grace period.
@@ -334,12 +336,14 @@ describe('herd top', () => {
     let out = '';
     child.stdout!.on('data', (d) => (out += d));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    let timer: NodeJS.Timeout | undefined;
     try {
       // Two screens with the nodes: the first sample, then a redraw.
       await eventually(() => (out.match(/\x1b\[Hherd top/g) ?? []).length >= 3 && (out.match(/INDEX/g) ?? []).length >= 2, 15_000, 'two redraws');
       child.stdin!.write('q');
-      expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 5000))])).toBe(0);
+      expect(await Promise.race([exited, new Promise((r) => (timer = setTimeout(() => r('timeout'), 5000)))])).toBe(0);
     } finally {
+      clearTimeout(timer); // else it holds jest open after the run
       child.kill('SIGKILL');
     }
     expect(out.startsWith('\x1b[?1049h\x1b[?25l')).toBe(true);
