@@ -33,7 +33,7 @@ import { NodeOutput } from '../src/nodeoutput';
 import { pm2Cost, supervisorCost } from './peers';
 import { nodeChartCost } from './chart';
 import { samplerCost } from './sampler';
-import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
+import { CLI, clkTck, cpuTicks, EXAMPLE_NODE, machine, Manager, now, ownCpuMs, RESULTS_DIR, round, sleep, startManager, stopManager, vmRssKiB } from './common';
 
 /** The two arguments the manager appends (interface host:port, machine ip), as it computes them here. */
 const NODE_TAIL = ['127.0.0.1:7071', '127.0.0.1'];
@@ -100,10 +100,6 @@ function log(msg: string): void {
 const T0 = now();
 
 const ticksMs = (ticks: number) => round((ticks / clkTck()) * 1000, 1);
-const ownCpuMs = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1000;
-};
 
 /** Pids whose command line contains `needle`, via pgrep -f (run without a shell, so it doesn't match itself). */
 function pgrep(needle: string): number[] {
@@ -725,11 +721,10 @@ async function main(): Promise<void> {
     });
     const check = () => (nodeOutput as unknown as { check(): Promise<void> }).check();
     const timed = async () => {
-      const c0 = process.cpuUsage();
+      const c0 = ownCpuMs();
       const t0 = now();
       await check();
-      const cpu = process.cpuUsage(c0);
-      return { wall: now() - t0, cpu: (cpu.user + cpu.system) / 1000 };
+      return { wall: now() - t0, cpu: ownCpuMs() - c0 };
     };
     const checksDone: { wall: number; cpu: number }[] = [];
     for (let r = 0; r < cfg.outputChecks; r++) checksDone.push(await timed());

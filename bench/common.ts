@@ -21,6 +21,11 @@ export const RESULTS_DIR = path.join(ROOT, 'bench/results');
 export const now = () => performance.now();
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+/** CPU this process has used so far, user and system, in ms (µs resolution, where /proc's ticks are 10 ms). */
+export const ownCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 let CLK_TCK_CACHE: number | undefined;
 /** Clock ticks per second (the unit of /proc/<pid>/stat CPU times). */

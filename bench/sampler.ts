@@ -14,7 +14,7 @@ import winston from 'winston';
 import { parseStat } from '../src/proc';
 import { Sampler } from '../src/sampler';
 import { Timeline } from '../src/timeline';
-import { round, sleep } from './common';
+import { ownCpuMs, round, sleep } from './common';
 
 /** `pct`: CPU of the sampling as % of one core, net of `idlePct` (this process idle: the smaller of the idle windows around it); per sample in ms, net too. */
 export interface Cost { pct: number; grossPct: number; idlePct: number; msPerSample: number; samples: number }
@@ -42,10 +42,9 @@ const SETTLE_MS = 5000;
 /** CPU this process used in `windowS` seconds, as % of one core. */
 async function cpuPctOver(windowS: number): Promise<number> {
   const t0 = process.hrtime.bigint();
-  const c0 = process.cpuUsage();
+  const c0 = ownCpuMs();
   await sleep(windowS * 1000);
-  const c = process.cpuUsage(c0);
-  return ((c.user + c.system) / 1000 / 1000 / (Number(process.hrtime.bigint() - t0) / 1e9)) * 100;
+  return ((ownCpuMs() - c0) / 1000 / (Number(process.hrtime.bigint() - t0) / 1e9)) * 100;
 }
 
 /** This process with nothing to do, after what ran before (a warm-up, the last window) has settled. */

@@ -129,24 +129,31 @@ export function nodeInfo(n: NodeView): NodeInfo | null {
   return info;
 }
 
+/** What stopping nodes takes of enqueueActions' `enqueue`. */
+interface StopSteps {
+  sendTo(to: ManagerContext['refs'][number], event: { type: 'stop' }): void;
+  emit(event: ManagerEmitted): void;
+  assign(values: Pick<ManagerContext, 'nodes' | 'phases'>): void;
+}
+
 /**
- * The views once `targets` were sent `stop`: spawning and running nodes are stopping
- * (a launching one is withdrawn instead, and reports failed). Nodes do not report
- * stopping; the manager, which sent the stop, records it here.
+ * Sends `stop` to each of `targets`. Spawning and running ones are stopping from now
+ * on (a launching one is withdrawn instead, and reports failed): nodes do not report
+ * stopping; the manager, which sent the stop, records it for all of them in one step.
  */
-function markStopping(context: ManagerContext, targets: readonly NodeView[]) {
+function stopNodes(context: ManagerContext, enqueue: StopSteps, targets: readonly NodeView[]): void {
   const nodes = context.nodes.slice();
   const phases = { ...context.phases };
-  const changes: { view: NodeView; from: NodePhase }[] = [];
   for (const n of targets) {
+    enqueue.sendTo(context.refs[n.index], { type: 'stop' });
     if (n.phase !== 'spawning' && n.phase !== 'running') continue;
     const view: NodeView = { ...n, phase: 'stopping' };
     nodes[n.index] = view;
     phases[n.phase]--;
     phases.stopping++;
-    changes.push({ view, from: n.phase });
+    enqueue.emit({ type: 'phase', view, from: n.phase });
   }
-  return { nodes, phases, changes };
+  enqueue.assign({ nodes, phases });
 }
 
 const asReply = (r: ManagerReply): ManagerEmitted => ({ type: 'reply', ...r });
@@ -248,13 +255,7 @@ export const managerMachine = setup({
 
     dequeue: assign(({ context }) => ({ current: context.queue[0], queue: context.queue.slice(1) })),
 
-    stopLive: enqueueActions(({ context, enqueue }) => {
-      const live = context.nodes.filter(isLive);
-      for (const n of live) enqueue.sendTo(context.refs[n.index], { type: 'stop' });
-      const { nodes, phases, changes } = markStopping(context, live);
-      for (const c of changes) enqueue.emit({ type: 'phase', ...c });
-      enqueue.assign({ nodes, phases });
-    }),
+    stopLive: enqueueActions(({ context, enqueue }) => stopNodes(context, enqueue, context.nodes.filter(isLive))),
 
     dropNodes: enqueueActions(({ context, enqueue }) => {
       enqueue(stopChildren(context.refs));
@@ -325,11 +326,7 @@ export const managerMachine = setup({
 
     killTarget: enqueueActions(({ context, enqueue }) => {
       const node = findNode(context.nodes, context.current as KillCommand);
-      if (!node || !isLive(node) || node.phase === 'stopping') return;
-      enqueue.sendTo(context.refs[node.index], { type: 'stop' });
-      const { nodes, phases, changes } = markStopping(context, [node]);
-      for (const c of changes) enqueue.emit({ type: 'phase', ...c });
-      enqueue.assign({ nodes, phases });
+      if (node && isLive(node) && node.phase !== 'stopping') stopNodes(context, enqueue, [node]);
     }),
 
     replyKill: enqueueActions(({ context, enqueue }) => {

@@ -29,7 +29,6 @@ export function tmpDir(prefix = 'herd-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** Whether a manager runs its nodes in cgroups (it logs "no cgroup" at start-up when it cannot). */
 /** The manager's startup line (it names the containment layers), once winston has written it to manager.log. */
 export async function startupLine(m: RunningManager): Promise<string> {
   let line: string | undefined;
@@ -37,6 +36,7 @@ export async function startupLine(m: RunningManager): Promise<string> {
   return line!;
 }
 
+/** Whether a manager runs its nodes in cgroups (its startup line says "no cgroup" when it cannot). */
 export const cgroupActive = async (m: RunningManager) => !(await startupLine(m)).includes('no cgroup');
 
 /**
