@@ -99,7 +99,8 @@ test('the cgroup layer catches a descendant that left the group and dropped its 
   await eventually(() => {
     hidden = Number(/^hidden (\d+)$/m.exec(existsSync(log) ? readFileSync(log, 'utf8') : '')?.[1] ?? 0);
     return hidden > 0 && isAlive(hidden);
-  }, 5000, 'hidden descendant started');
+  }, 10_000, 'hidden descendant started');
+  expect(readFileSync(log, 'utf8')).not.toContain('never moved into a node cgroup');
   const r = await c.reset();
   expect(r.strays).toEqual({ cgroup: 1, sweep: 0 });
   await eventually(() => !isAlive(hidden), 3000, 'hidden descendant gone');
@@ -108,7 +109,7 @@ test('the cgroup layer catches a descendant that left the group and dropped its 
 test('each node index keeps its cgroup across generations; one that held a stray is killed, and reused or replaced once empty (skipped without a writable cgroup v2)', async () => {
   // Node 0 leaves a hidden descendant in its cgroup; node 1 leaves nothing.
   const script = path.join(tmpDir('herd-slots-'), 'node.sh');
-  writeFileSync(script, '#!/bin/sh\nif [ "$HERD_INDEX" = 0 ]; then sleep 0.3; setsid env -i sleep 1000 & echo "hidden $!"; fi\nexec sleep 1000\n');
+  writeFileSync(script, `#!/bin/sh\nif [ "$HERD_INDEX" = 0 ]; then exec ${path.join(FIXTURES, 'node-with-hidden-escapee.sh')}; fi\nexec sleep 1000\n`);
   chmodSync(script, 0o755);
   const { m, c } = await manager(['--node-command', script]);
   if (!(await cgroupActive(m))) {
@@ -119,7 +120,8 @@ test('each node index keeps its cgroup across generations; one that held a stray
   const cgroupOf = (pid: number) => path.join(runDir, path.basename(/^0::(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))![1]));
   const g1 = await c.generate(2);
   const log = path.join(m.logDir, 'nodes', `gen-${g1.generation}`, 'node-0.log');
-  await eventually(() => existsSync(log) && /^hidden \d+$/m.test(readFileSync(log, 'utf8')), 5000, 'hidden descendant started');
+  await eventually(() => existsSync(log) && /^hidden \d+$/m.test(readFileSync(log, 'utf8')), 10_000, 'hidden descendant started');
+  expect(readFileSync(log, 'utf8')).not.toContain('never moved into a node cgroup');
   const first = g1.nodes.map((n) => cgroupOf(n.pid));
   expect(path.dirname(first[0])).toBe(runDir);
   expect(first[0]).not.toBe(first[1]);
