@@ -29,7 +29,7 @@ export interface ConnectOptions {
   token?: string;
   client?: string;
   connectTimeoutMs?: number;
-  /** Abandons the connect and its `hello` (closing the socket at once): for a caller whose own deadline ran out. */
+  /** Abandons the connection, at any point (closing the socket at once; pending requests fail with CLOSED): for a caller whose own deadline ran out. */
   signal?: AbortSignal;
   /** Largest reply frame accepted. Replies (status of a big herd) may exceed the manager's own inbound limit. */
   maxFrame?: number;
@@ -114,17 +114,21 @@ export class HerdClient extends EventEmitter {
       });
     });
     const client = new HerdClient(socket, target.address, opts.maxFrame ?? 64 * DEFAULTS.maxFrame);
+    if (signal) {
+      // A manager that accepts but never answers (the hello, or a request) must not hold the caller past its deadline.
+      const onAbort = () => {
+        client.failure ??= abandoned();
+        socket.destroy();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      socket.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
     if (opts.token !== undefined || opts.client !== undefined) {
-      // A manager that accepts but never answers the hello must not hold the caller past its deadline.
-      const onAbort = () => socket.destroy();
-      signal?.addEventListener('abort', onAbort, { once: true });
       try {
         await client.hello({ token: opts.token, client: opts.client });
       } catch (err) {
         await client.close();
         throw err;
-      } finally {
-        signal?.removeEventListener('abort', onAbort);
       }
     }
     return client;

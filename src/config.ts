@@ -98,7 +98,10 @@ export const MANAGER_USAGE = `usage: herd manager [--host ADDR] [--port N] [--no
 
 Environment: HERD_TOKEN_FILE (as --token-file), HERD_AUTH_TIMEOUT_MS (ms a
 connection has to send a valid hello when a token is set; default ${DEFAULT_AUTH_TIMEOUT_MS}),
-HERD_NODE_LOG_CHECK_MS (how often node output sizes are checked; default ${NODE_LOG_DEFAULTS.checkMs}).
+HERD_NODE_LOG_CHECK_MS (how often node output sizes are checked; default ${NODE_LOG_DEFAULTS.checkMs}),
+HERD_CGROUP=off (no cgroup layer of containment), HERD_SPAWN=child_process or
+posix_spawn (start nodes through Node's child_process, or fail at start-up
+without herd's native starter).
 
 Prints "listening HOST:PORT" on stdout once it accepts connections.`;
 

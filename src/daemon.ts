@@ -11,6 +11,7 @@ import { Dashboard } from './dashboard';
 import { Launcher } from './launcher';
 import { createSpawner } from './spawner';
 import { FD_RESERVE, FDS_PER_NODE, nodesForNofile } from './limits';
+import { claimLogDir } from './logdir';
 import { closeLogger, createLogger, Logger, reopenLogFiles } from './logger';
 import { NodeOutput } from './nodeoutput';
 import { VERSION } from './package';
@@ -151,6 +152,11 @@ export async function runManager(argv: string[]): Promise<void> {
           ? 'that address is not assigned to this machine; check --host and MANAGER_IPS'
           : 'check --host and --port';
     return fatal(`cannot listen on ${where}: ${e.code ?? e.message}; ${hint}`);
+  }
+  // Once listening: a manager that cannot start does not take the directory over.
+  const sharing = claimLogDir(config.logDir);
+  if (sharing !== null) {
+    logger.warn(`--log-dir ${config.logDir} is also the log directory of the herd manager pid ${sharing}, which is running: the two write over each other's node output and timelines; stop one, or give each its own --log-dir`);
   }
   const port = Number(address.slice(address.lastIndexOf(':') + 1));
   nodeEnv.HERD_MANAGER = isWildcard(config.host) ? `127.0.0.1:${port}` : address;

@@ -88,8 +88,8 @@ async function onOne<T>(address: string, conn: FleetOptions, fn: (c: HerdClient,
     return { address, error: asHerdError(err) };
   } finally {
     clearTimeout(timer);
-    // After a timeout the command may still be pending (closing rejects it); a connect
-    // still under way is closed once it settles. Neither is waited for.
+    // After a timeout the abort has already closed the connection, at whatever stage
+    // it was; nothing is waited for.
     const closed = client ? client.close() : work.then(() => client?.close(), () => client?.close());
     if (!timedOut) await closed;
   }

@@ -103,7 +103,8 @@ export class GenerateProgress {
     const exited = total((h) => h.exited);
     if (exited > 0) parts.push(`exited ${exited}`);
     const failed = all.length - hosts.length;
-    const who = all.length === 1 ? '' : `${plural(hosts.length, 'manager')}${failed > 0 ? ` (${failed} failed)` : ''}: `;
+    // Counts of the managers that succeeded only: say so when some did not.
+    const who = all.length === 1 ? '' : failed > 0 ? `${hosts.length} of ${all.length} managers ok: ` : `${plural(hosts.length, 'manager')}: `;
     return `${who}${parts.join(', ')} (${duration(Date.now() - this.started)} in all)`;
   }
 

@@ -196,3 +196,15 @@ test('integers past 2^53 come back as bigint', async () => {
   client = await HerdClient.connect(fake.address);
   expect((await client.generate(0)).generation).toBe(2n ** 60n);
 });
+
+test('an aborted signal abandons a connected client at once: pending requests fail with CLOSED, the socket is closed', async () => {
+  fake = await fakeManager(() => undefined); // accepts, never answers
+  const abandon = new AbortController();
+  client = await HerdClient.connect(fake.address, { signal: abandon.signal });
+  const closed = new Promise((resolve) => client!.once('close', resolve));
+  const pending = rejection(client.ping());
+  abandon.abort();
+  expect(await pending).toMatchObject({ code: 'CLOSED', message: expect.stringContaining('abandoned') });
+  await closed;
+  expect((await rejection(client.ping())).code).toBe('CLOSED');
+});

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync
 import net from 'node:net';
 import path from 'node:path';
 import { HerdClient } from '../src/client';
-import { eventually, FIXTURES, groupMembers, RunningManager, startManager, tmpDir } from './helpers';
+import { eventually, FIXTURES, groupMembers, RunningManager, startManager, startupLine, tmpDir } from './helpers';
 
 jest.setTimeout(60000);
 
@@ -169,6 +169,21 @@ test('a second SIGTERM sends SIGKILL to every node group and exits at once, non-
   const lines = jsonLines(path.join(m.logDir, 'manager.log'));
   expect(lines.at(-1)).toMatchObject({ level: 'error', message: 'SIGTERM again: sent SIGKILL to 3 node group(s); exiting now without waiting for them' });
   await c.close();
+});
+
+test('a second manager on the log directory of a running one is warned; one started after both have exited is not', async () => {
+  const logDir = tmpDir();
+  const first = await manager(['--log-dir', logDir]);
+  const second = await manager(['--log-dir', logDir]);
+  const warning = `--log-dir ${logDir} is also the log directory of the herd manager pid ${first.proc.pid}, which is running`;
+  await eventually(() => second.stderr().includes(warning), 5000, 'the warning on stderr');
+  expect(first.stderr()).not.toContain('is also the log directory');
+  expect(await second.stop()).toBe(0);
+  expect(await first.stop()).toBe(0);
+  const third = await manager(['--log-dir', logDir]);
+  await startupLine(third);
+  expect(third.stderr()).not.toContain('is also the log directory');
+  expect(await third.stop()).toBe(0);
 });
 
 test('fatal start-up: a manager on a port in use exits 1, and its error line is the last line of its manager.log', async () => {

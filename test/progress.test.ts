@@ -45,7 +45,7 @@ test('a host that failed is marked so and left out of the summary; no summary wh
   p.node(A, ev(1, 0, 'spawning'));
   p.done(A, true);
   p.done(B, false);
-  expect(p.finish()).toMatch(/^1 manager \(1 failed\): spawned 1\/1 in \S+ \(/);
+  expect(p.finish()).toMatch(/^1 of 2 managers ok: spawned 1\/1 in \S+ \(/);
   expect(out.text).toMatch(/^10\.0\.0\.2:7070 {2}spawned 0\/1 {2}failed {2}\(/m);
   const q = new GenerateProgress(new Capture(false), [A], 2, 'spawned');
   q.done(A, false);
